@@ -1,0 +1,97 @@
+"""Ollama workers: the active probe (/api/tags, /api/ps, /api/version) and its parsing.
+
+Requests to Ollama workers are passed through byte for byte by the proxy; this module
+only reads what a worker says about itself. It knows nothing about routing or health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp_retry import ExponentialRetry, RetryClient
+
+from backends.base import ModelEntry, Probe, ResidentModel
+
+# A pooled keep-alive connection the worker already closed shows up as a disconnect on
+# first use; one quick retry absorbs that without hiding a worker that is really down.
+_PROBE_RETRY = ExponentialRetry(
+    attempts=2, start_timeout=0.02, exceptions={aiohttp.ServerDisconnectedError}, retry_all_server_errors=False
+)
+
+
+class OllamaBackend:
+    kind = "ollama"
+
+    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float) -> Probe:
+        started = time.perf_counter()
+        client = RetryClient(client_session=session, retry_options=_PROBE_RETRY)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            tags, ps, version = await asyncio.gather(
+                _get_json(client, f"{url}/api/tags", timeout),
+                _get_json(client, f"{url}/api/ps", timeout),
+                _get_json(client, f"{url}/api/version", timeout),
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return Probe(ok=False, error=_describe(exc), latency_s=time.perf_counter() - started)
+        return Probe(
+            ok=True,
+            version=str(version.get("version") or "") or None,
+            models=parse_tags(tags),
+            resident=parse_ps(ps),
+            latency_s=time.perf_counter() - started,
+        )
+
+
+async def _get_json(client: RetryClient, url: str, timeout: aiohttp.ClientTimeout) -> Mapping[str, Any]:
+    async with client.get(url, timeout=timeout) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise ValueError(f"GET {url.rsplit('/', 2)[-2:]} answered {resp.status}")
+        data = orjson.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError(f"GET {url} did not answer a JSON object")
+        return data
+
+
+def parse_tags(data: Mapping[str, Any]) -> tuple[ModelEntry, ...]:
+    entries = []
+    for item in data.get("models") or ():
+        name = item.get("name") or item.get("model") if isinstance(item, dict) else None
+        if isinstance(name, str) and name:
+            entries.append(ModelEntry(name=name, size=_int(item.get("size")), raw=item))
+    return tuple(entries)
+
+
+def parse_ps(data: Mapping[str, Any]) -> tuple[ResidentModel, ...]:
+    resident = []
+    for item in data.get("models") or ():
+        name = item.get("name") or item.get("model") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        resident.append(ResidentModel(
+            name=name,
+            size=_int(item.get("size")),
+            size_vram=_int(item.get("size_vram")),
+            expires_at=item.get("expires_at") if isinstance(item.get("expires_at"), str) else None,
+            context_length=_int(item.get("context_length")) or None,
+            raw=item,
+        ))
+    return tuple(resident)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "probe timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,90 @@
+"""The `beacon-gateway` command: serve, demo, check-config, status, sim-worker.
+
+Parses arguments and hands off; each subcommand's work lives in its own module.
+Exit codes: 0 success, 2 bad config or usage, 1 anything else that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway.settings import DEFAULT_LISTEN
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args) or 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="beacon-gateway", description="An Ollama-compatible LLM gateway.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="routing config TOML (default: $BEACON_CONFIG or config.toml)")
+    serve.add_argument("--listen", help=f"HOST:PORT to listen on (default: $BEACON_LISTEN or {DEFAULT_LISTEN})")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate a routing config; exit 2 listing every error")
+    check.add_argument("path")
+    check.set_defaults(func=_check_config)
+
+    demo = sub.add_parser("demo", help="start simulated GPU and CPU workers and the gateway in front")
+    demo.add_argument("--listen", default=DEFAULT_LISTEN, help=f"gateway address (default {DEFAULT_LISTEN})")
+    demo.set_defaults(func=_demo)
+
+    status = sub.add_parser("status", help="print the workers of a running gateway")
+    status.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
+    status.set_defaults(func=_status)
+
+    sim = sub.add_parser("sim-worker", help="run a simulated Ollama worker")
+    from backends.sim.cli import add_sim_arguments
+
+    add_sim_arguments(sim)
+    sim.set_defaults(func=_sim_worker)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    return serve(config_path=args.config, listen=args.listen)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return 2
+    tiers = {t: sum(w.tier == t for w in config.workers) for t in ("gpu", "cpu")}
+    print(f"{args.path}: ok ({len(config.workers)} workers: {tiers['gpu']} gpu, {tiers['cpu']} cpu; "
+          f"{len(config.models)} models configured; version {config.version})")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import demo
+
+    return demo(args.listen)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.status import print_status
+
+    return print_status(args.url)
+
+
+def _sim_worker(args: argparse.Namespace) -> int:
+    from backends.sim.cli import run_from_args
+
+    run_from_args(args)
+    return 0

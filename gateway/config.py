@@ -1,0 +1,208 @@
+"""The routing config: schema (pydantic, unknown keys are errors) and load_config(path).
+
+Start-up, hot reload and `check-config` share this one path and one set of messages.
+Every problem is reported with its key path (`workers[1].url: ...`), all at once.
+No network, no side effects beyond reading the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from gateway.names import InvalidModelName, canonical
+
+SUPPORTED_KINDS = ("ollama",)
+TIERS = ("gpu", "cpu")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkerConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    url: str
+    kind: str
+    tier: Literal["gpu", "cpu"] = "gpu"
+    vram_gib: PositiveFloat | None = None
+    gpu_index: Annotated[int, Field(ge=0)] | None = None
+    max_inflight: PositiveInt | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SUPPORTED_KINDS:
+            raise ValueError(f"unsupported worker kind {value!r}; supported: {', '.join(SUPPORTED_KINDS)}")
+        return value
+
+
+class ModelConfig(_Strict):
+    aliases: list[str] = []
+    vram_gib: PositiveFloat | None = None
+    pull_to: list[str] = []
+
+
+class HealthConfig(_Strict):
+    interval_s: PositiveFloat = 2.0
+    timeout_s: PositiveFloat = 2.0
+    unhealthy_threshold: PositiveInt = 3
+    healthy_threshold: PositiveInt = 2
+
+
+class FailoverConfig(_Strict):
+    connect_timeout_s: PositiveFloat = 2.0
+    first_byte_timeout_s: PositiveFloat = 60.0
+    stream_idle_timeout_s: PositiveFloat = 30.0
+    max_attempts: PositiveInt = 3
+
+
+class ServerConfig(_Strict):
+    max_body_mib: PositiveFloat = 64.0
+    retry_after_s: PositiveInt = 2
+
+
+class RoutingConfig(_Strict):
+    workers: Annotated[list[WorkerConfig], Field(min_length=1)]
+    models: dict[str, ModelConfig] = {}
+    health: HealthConfig = HealthConfig()
+    failover: FailoverConfig = FailoverConfig()
+    server: ServerConfig = ServerConfig()
+    _version: str = PrivateAttr(default="")
+
+    @property
+    def version(self) -> str:
+        """A short hash of the file's bytes: tells operators which config is live."""
+        return self._version
+
+    def worker(self, name: str) -> WorkerConfig | None:
+        return next((w for w in self.workers if w.name == name), None)
+
+    def aliases(self) -> dict[str, str]:
+        return {alias: name for name, model in self.models.items() for alias in model.aliases}
+
+    def model(self, canonical_name: str) -> ModelConfig | None:
+        for name, model in self.models.items():
+            if canonical(name) == canonical_name:
+                return model
+        return None
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, one human-readable line each."""
+
+    def __init__(self, path: str | Path, errors: list[str]) -> None:
+        self.path = str(path)
+        self.errors = errors
+        super().__init__(f"{path}: {len(errors)} error(s): " + "; ".join(errors))
+
+
+def load_config(path: str | Path) -> RoutingConfig:
+    """Read, parse and validate a routing config file; raise ConfigError with every problem."""
+    try:
+        raw_bytes = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read config file: {exc.strerror or exc}"]) from None
+    return parse_config(raw_bytes, path)
+
+
+def parse_config(raw_bytes: bytes, path: str | Path = "<config>") -> RoutingConfig:
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, ["config file is not valid UTF-8"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"TOML syntax: {exc}"]) from None
+    try:
+        config = RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_format_error(e) for e in exc.errors()]) from None
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError(path, problems)
+    config._version = hashlib.sha256(raw_bytes).hexdigest()[:12]
+    return config
+
+
+def key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out in ("models",):
+            out += f'."{part}"'
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_error(error: dict) -> str:
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see config.example.toml)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return f"{key_path(tuple(error['loc']))}: {message}"
+
+
+def _cross_checks(config: RoutingConfig) -> list[str]:
+    """Rules that span keys: unique names, aliases that resolve to one model, pull targets."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, worker in enumerate(config.workers):
+        if worker.name in seen:
+            problems.append(f"workers[{i}].name: duplicate worker name {worker.name!r} (also workers[{seen[worker.name]}])")
+        seen.setdefault(worker.name, i)
+    owners: dict[str, str] = {}
+    for name in config.models:
+        try:
+            key = canonical(name)
+        except InvalidModelName as exc:
+            problems.append(f'models."{name}": {exc}')
+            continue
+        if key in owners:
+            problems.append(f'models."{name}": same model as models."{owners[key]}" ({key})')
+        owners.setdefault(key, name)
+    for name, model in config.models.items():
+        problems += _check_model(name, model, owners, config)
+    return problems
+
+
+def _check_model(name: str, model: ModelConfig, owners: dict[str, str], config: RoutingConfig) -> list[str]:
+    problems: list[str] = []
+    where = f'models."{name}"'
+    for j, alias in enumerate(model.aliases):
+        try:
+            key = canonical(alias)
+        except InvalidModelName as exc:
+            problems.append(f"{where}.aliases[{j}]: {exc}")
+            continue
+        owner = owners.get(key)
+        if owner is not None and owner != name:
+            problems.append(f"{where}.aliases[{j}]: {alias!r} already names model {owner!r}")
+        owners[key] = name
+    names = {w.name for w in config.workers}
+    for j, target in enumerate(model.pull_to):
+        if target not in TIERS and target not in names:
+            problems.append(f"{where}.pull_to[{j}]: {target!r} is neither a tier (gpu, cpu) nor a worker name")
+    return problems

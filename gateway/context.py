@@ -1,0 +1,34 @@
+"""The services one gateway process runs, bundled for handlers (stored under GATEWAY).
+
+Built only by app.build_app; handlers read it from `request.app[GATEWAY]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from gateway.inflight import InFlight
+from gateway.metrics import Metrics
+from gateway.probes import Prober
+from gateway.proxy import Proxy
+from gateway.settings import Settings
+from gateway.state import SnapshotHolder
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    holder: SnapshotHolder
+    inflight: InFlight
+    metrics: Metrics
+    session: aiohttp.ClientSession
+    proxy: Proxy
+    prober: Prober
+    clock: Callable[[], float]
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,0 +1,118 @@
+"""The GatewayError family and the one middleware that turns errors into front-API bodies.
+
+`/v1/*` gets OpenAI's shape `{"error": {"message", "type", "code"}}`; everything else gets
+Ollama's `{"error": "..."}`. Handlers raise; they never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("gateway.errors")
+
+
+class GatewayError(Exception):
+    status = 500
+    openai_type = "api_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    openai_type = "authentication_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        super().__init__(f'model "{model}" not found, try pulling it first')
+        self.model = model
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+
+
+class NoCapacity(GatewayError):
+    """Nothing can serve now; the client should come back after Retry-After seconds."""
+
+    status = 503
+    openai_type = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+
+
+def error_body(path: str, status: int, message: str, openai_type: str = "api_error") -> bytes:
+    if path.startswith("/v1/"):
+        return orjson.dumps({"error": {"message": message, "type": openai_type, "code": status}})
+    return orjson.dumps({"error": message})
+
+
+def error_response(path: str, status: int, message: str, *, openai_type: str = "api_error",
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=error_body(path, status, message, openai_type),
+                        content_type="application/json", headers=headers)
+
+
+_HTTP_MESSAGES = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(request.path, exc.status, exc.message,
+                              openai_type=exc.openai_type, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(request.path, exc.status, _http_message(request, exc),
+                              headers=_kept_headers(exc))
+    except Exception:  # a bug of ours: answer 500, keep serving, and leave a trace
+        log.exception("request.unhandled_error", path=request.path, method=request.method)
+        return error_response(request.path, 500, "internal gateway error")
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"{request.method} {request.path}: {_HTTP_MESSAGES[404]}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    return _HTTP_MESSAGES.get(exc.status, exc.reason or "error")
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}

@@ -1,0 +1,109 @@
+"""What every front handler shares: the body reader, the model field, request ids, accounting.
+
+Reading a body validates it once (size, UTF-8, JSON object) and raises the right
+GatewayError; accounting writes the one `request.done` line and the request metrics.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.metrics import Metrics, model_label
+from gateway.names import InvalidModelName
+from gateway.proxy import Outcome
+from gateway.state import Snapshot
+
+log = structlog.get_logger("gateway.request")
+
+REQUEST_ID = "request_id"
+_MIB = 1024 * 1024
+
+
+async def read_body(request: web.Request, limit_mib: float) -> bytes:
+    limit = int(limit_mib * _MIB)
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    """The JSON object a front endpoint expects, or a 400 that says what is wrong."""
+    if not body.strip():
+        raise BadRequest("missing request body")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("request body is not valid UTF-8") from None
+        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def model_field(data: dict[str, Any], key: str = "model") -> str:
+    """The requested model; older Ollama clients send `name` instead of `model`."""
+    value = data.get(key)
+    if value is None and key == "model":
+        value = data.get("name")
+    if value is None or value == "":
+        raise BadRequest(f"{key} is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def resolve(snapshot: Snapshot, name: str) -> str:
+    try:
+        return snapshot.names.resolve(name)
+    except InvalidModelName as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request,
+                                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    return response
+
+
+def new_outcome(request: web.Request, endpoint: str, model: str) -> Outcome:
+    return Outcome(request_id=request[REQUEST_ID], endpoint=endpoint, model=model, started=time.monotonic())
+
+
+def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
+    duration = time.monotonic() - outcome.started
+    label = model_label(snapshot, outcome.model)
+    metrics.requests.labels(outcome.endpoint, label, outcome.worker or "none", outcome.outcome).inc()
+    metrics.duration.labels(label).observe(duration)
+    if outcome.ttfb_s is not None:
+        metrics.ttfb.labels(label).observe(outcome.ttfb_s)
+    log.info("request.done", endpoint=outcome.endpoint, model=outcome.model, worker=outcome.worker or None,
+             reason=outcome.reason or None, outcome=outcome.outcome, status=outcome.status,
+             ttfb_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
+             duration_ms=round(duration * 1000, 2), failed_attempts=outcome.attempts or None)

@@ -1,0 +1,195 @@
+"""Sending one management request to many workers: plain calls, merged progress, tee uploads.
+
+Pure plumbing for handlers/manage.py: it decides nothing about which workers are targets.
+A worker that is down, unreachable or answers an error becomes a failed Result naming it;
+nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from backends.streams import LineTooLong, NdjsonSplitter, error_line
+from gateway.context import Gateway
+from gateway.errors import GatewayError, UpstreamFailed
+from gateway.proxy import Outcome
+from gateway.state import WorkerView
+
+Emit = Callable[[str, dict], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    worker: str
+    ok: bool
+    status: int | None = None
+    detail: str = ""
+
+
+def _timeout(gw: Gateway, read_s: float | None = None) -> aiohttp.ClientTimeout:
+    failover = gw.holder.current.config.failover
+    return aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s,
+                                 sock_read=read_s or max(failover.stream_idle_timeout_s, 300.0))
+
+
+async def send_each(gw: Gateway, method: str, path: str, targets: list[WorkerView], payload: Any) -> list[Result]:
+    body = None if payload is None else orjson.dumps(payload)
+    return list(await asyncio.gather(*(_send_one(gw, method, path, w, body) for w in targets)))
+
+
+async def _send_one(gw: Gateway, method: str, path: str, worker: WorkerView, body: bytes | None) -> Result:
+    if not worker.up:
+        return Result(worker.name, False, None, "worker is down")
+    try:
+        async with gw.session.request(method, worker.url + path, data=body, timeout=_timeout(gw, 60.0)) as resp:
+            detail = "" if resp.status < 400 else await _detail(resp)
+            return Result(worker.name, resp.status < 400, resp.status, detail)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Result(worker.name, False, None, _describe(exc))
+
+
+async def run_progress(request: web.Request, gw: Gateway, path: str, targets: list[WorkerView],
+                       payload: dict, outcome: Outcome) -> web.StreamResponse:
+    """Run a progress operation on every target; stream merged progress or answer once."""
+    streaming = payload.get("stream", True) is not False
+    body = orjson.dumps({**payload, "stream": True})
+    out = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"}) if streaming else None
+    lock = asyncio.Lock()
+
+    async def emit(worker: str, line: dict) -> None:
+        if out is None:
+            return
+        async with lock:
+            if not out.prepared:
+                await out.prepare(request)
+            await out.write(orjson.dumps({**line, "worker": worker}) + b"\n")
+
+    results = await asyncio.gather(*(_progress_one(gw, path, w, body, emit) for w in targets))
+    failed = [r for r in results if not r.ok]
+    outcome.worker = ",".join(w.name for w in targets)
+    outcome.outcome, outcome.status = ("ok", 200) if not failed else ("upstream_error", 502)
+    message = _failure_message(path, failed, len(results))
+    if out is None:
+        if failed:
+            raise _as_error(message, failed, len(results))
+        return web.json_response({"status": "success"})
+    async with lock:
+        if not out.prepared:
+            await out.prepare(request)
+        await out.write(error_line(message) if failed else b'{"status":"success"}\n')
+        await out.write_eof()
+    return out
+
+
+async def _progress_one(gw: Gateway, path: str, worker: WorkerView, body: bytes, emit: Emit) -> Result:
+    if not worker.up:
+        return Result(worker.name, False, None, "worker is down")
+    try:
+        async with gw.session.post(worker.url + path, data=body, timeout=_timeout(gw)) as resp:
+            if resp.status != 200:
+                return Result(worker.name, False, resp.status, await _detail(resp))
+            return await _read_progress(worker.name, resp, emit)
+    except (aiohttp.ClientError, TimeoutError, LineTooLong) as exc:
+        return Result(worker.name, False, None, _describe(exc))
+
+
+async def _read_progress(worker: str, resp: aiohttp.ClientResponse, emit: Emit) -> Result:
+    splitter, succeeded = NdjsonSplitter(max_line=1024 * 1024), False
+    async for chunk in resp.content.iter_any():
+        for line in splitter.feed(chunk):
+            try:
+                item = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return Result(worker, False, 200, "malformed progress line")
+            if not isinstance(item, dict):
+                continue
+            if "error" in item:
+                return Result(worker, False, 200, str(item["error"]))
+            if item.get("status") == "success":
+                succeeded = True
+            else:
+                await emit(worker, item)
+    return Result(worker, succeeded, 200, "" if succeeded else "progress ended without success")
+
+
+def _failure_message(path: str, failed: list[Result], total: int) -> str:
+    op = path.rsplit("/", 1)[-1]
+    return f"{op} failed on {len(failed)} of {total} workers: " + "; ".join(f"{r.worker}: {r.detail}" for r in failed)
+
+
+def _as_error(message: str, failed: list[Result], total: int) -> GatewayError:
+    """Every target refusing alike (a bad name, say) is the client's error; the rest is ours."""
+    statuses = {r.status for r in failed}
+    if len(failed) == total and len(statuses) == 1 and (status := statuses.pop()) and 400 <= status < 500:
+        error = GatewayError(message)
+        error.status = status
+        return error
+    return UpstreamFailed(message)
+
+
+async def _detail(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = await resp.content.read(4096)
+        message = orjson.loads(body).get("error")
+    except Exception:  # best effort: the status already says it failed
+        message = None
+    return f"{resp.status} {message}" if message else f"answered {resp.status}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def tee_upload(gw: Gateway, request: web.Request, path: str, workers: list[WorkerView]) -> list[Result]:
+    """Stream one uploaded body to every healthy worker at once, without holding it in memory."""
+    targets = [w for w in workers if w.up]
+    if not targets:
+        raise UpstreamFailed("no healthy worker to upload the blob to")
+    queues = [asyncio.Queue(maxsize=4) for _ in targets]
+    alive = [True] * len(targets)
+
+    async def body(i: int):
+        while (chunk := await queues[i].get()) is not None:
+            yield chunk
+
+    async def upload(i: int, worker: WorkerView) -> Result:
+        try:
+            async with gw.session.post(worker.url + path, data=body(i), timeout=_timeout(gw)) as resp:
+                ok = resp.status in (200, 201)
+                return Result(worker.name, ok, resp.status, "" if ok else await _detail(resp))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Result(worker.name, False, None, _describe(exc))
+        finally:
+            alive[i] = False
+            while not queues[i].empty():  # unblock a feeder waiting on this worker's full queue
+                queues[i].get_nowait()
+
+    async def feed() -> None:
+        async for chunk in request.content.iter_chunked(1024 * 1024):
+            for i, queue in enumerate(queues):
+                if alive[i]:
+                    await queue.put(chunk)
+        for i, queue in enumerate(queues):
+            if alive[i]:
+                await queue.put(None)
+
+    uploads = [asyncio.create_task(upload(i, w)) for i, w in enumerate(targets)]
+    try:
+        await feed()
+    except BaseException:  # the client went away mid-upload: stop every worker's half-sent upload
+        for task in uploads:
+            task.cancel()
+        await asyncio.gather(*uploads, return_exceptions=True)
+        raise
+    return list(await asyncio.gather(*uploads))

@@ -1,0 +1,113 @@
+"""Thin aiohttp handlers for Ollama's inference and listing endpoints (/api/*).
+
+Inference (chat, generate, embed, embeddings, show) goes to one worker chosen by the
+router and run by the proxy; listings (tags, ps, version) merge what the fleet says.
+Model management that fans out to many workers lives in handlers/manage.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from backends.ollama import parse_ps
+from gateway.context import GATEWAY, Gateway
+from gateway.errors import ModelNotFound, NoCapacity, UpstreamFailed
+from gateway.handlers.common import REQUEST_ID, account, model_field, new_outcome, parse_object, read_body, resolve
+from gateway.names import canonical
+from gateway.proxy import Upstream
+from gateway.router import ALL_FULL, UNKNOWN_MODEL, choose
+
+RUNNING = "Ollama is running"
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text=RUNNING)
+
+
+async def infer(request: web.Request) -> web.StreamResponse:
+    """chat, generate, embed, embeddings and show: one worker answers, chosen by the router."""
+    gw = request.app[GATEWAY]
+    snap = gw.holder.current
+    body = await read_body(request, snap.config.server.max_body_mib)
+    data = parse_object(body)
+    asked = model_field(data)
+    model = resolve(snap, asked)
+    if snap.names.is_alias(asked):
+        data["model"] = model  # the worker knows the model by its own name, not our alias
+        data.pop("name", None)
+        body = orjson.dumps(data)
+    plan = choose(snap, gw.inflight.view(), model)
+    if plan.verdict == UNKNOWN_MODEL:
+        raise ModelNotFound(asked)
+    if plan.verdict == ALL_FULL:
+        raise NoCapacity(f"every worker serving {model!r} is at its max_inflight", snap.config.server.retry_after_s)
+    outcome = new_outcome(request, request.path.rsplit("/", 1)[-1], model)
+    upstream = Upstream("POST", request.path, body, _forward_headers(request))
+    try:
+        return await gw.proxy.run(request, plan, upstream, outcome)
+    finally:
+        account(gw.metrics, snap, outcome)
+
+
+def _forward_headers(request: web.Request) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Request-ID": request[REQUEST_ID]}
+
+
+async def version(request: web.Request) -> web.Response:
+    """The lowest version among healthy workers: what every request can count on."""
+    snap = request.app[GATEWAY].holder.current
+    versions = [w.version for w in snap.up_workers() if w.version]
+    if not versions:
+        raise NoCapacity("no healthy worker has reported its version yet", snap.config.server.retry_after_s)
+    return web.json_response({"version": min(versions, key=_version_key)}, dumps=_dumps)
+
+
+def _version_key(text: str) -> tuple:
+    core = text.lstrip("v").split("-", 1)[0]
+    return tuple(int(p) if p.isdigit() else 0 for p in core.split("."))
+
+
+async def tags(request: web.Request) -> web.Response:
+    """Every model a healthy worker holds, once, with the workers that hold it."""
+    snap = request.app[GATEWAY].holder.current
+    merged: dict[str, dict] = {}
+    for worker in snap.up_workers():
+        for name, entry in worker.models.items():
+            item = merged.setdefault(name, {**entry.raw, "workers": []})
+            item["workers"].append(worker.name)
+    return web.json_response({"models": list(merged.values())}, dumps=_dumps)
+
+
+async def ps(request: web.Request) -> web.Response:
+    """What is loaded now, asked of every healthy worker (residency changes by the second)."""
+    gw = request.app[GATEWAY]
+    workers = gw.holder.current.up_workers()
+    answers = await asyncio.gather(*(_ps_of(gw, w.url) for w in workers), return_exceptions=True)
+    models, failed = [], []
+    for worker, answer in zip(workers, answers):
+        if isinstance(answer, BaseException):
+            failed.append(worker.name)
+            answer = tuple(r.raw for r in worker.resident.values())  # last known beats nothing
+        models += [{**item, "worker": worker.name} for item in answer]
+    if workers and len(failed) == len(workers):
+        raise UpstreamFailed(f"no worker answered /api/ps: {', '.join(failed)}")
+    return web.json_response({"models": models}, dumps=_dumps)
+
+
+async def _ps_of(gw: Gateway, url: str) -> tuple[dict, ...]:
+    timeout = aiohttp.ClientTimeout(total=gw.holder.current.config.health.timeout_s)
+    async with gw.session.get(f"{url}/api/ps", timeout=timeout) as resp:
+        resp.raise_for_status()
+        return tuple(r.raw for r in parse_ps(orjson.loads(await resp.read())))
+
+
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def same_model(a: str, b: str) -> bool:
+    return canonical(a) == canonical(b)

@@ -1,0 +1,47 @@
+"""`beacon-gateway serve`: load settings and config, run the gateway until a signal.
+
+A config that does not validate stops start-up with every error listed (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+
+from gateway import logs, runner
+from gateway.app import build_app
+from gateway.config import ConfigError, load_config
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.serve")
+
+
+def serve(config_path: str | None = None, listen: str | None = None) -> int:
+    overrides = {k: v for k, v in (("config", config_path), ("listen", listen)) if v}
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"bad settings: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        config = load_config(settings.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return 2
+    runner.run(lambda: _main(settings, config))
+    return 0
+
+
+async def _main(settings: Settings, config) -> None:
+    host, port = settings.host_port
+    app_runner, bound = await runner.start(build_app(settings, config), host, port)
+    log.info("gateway.listening", address=f"http://{host}:{bound}", workers=len(config.workers),
+             config=settings.config, config_version=config.version)
+    try:
+        await runner.until_signalled()
+    finally:
+        log.info("gateway.stopping")
+        await app_runner.cleanup()

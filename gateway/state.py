@@ -1,0 +1,164 @@
+"""Frozen cluster state (Snapshot, WorkerView), its pure updaters, and SnapshotHolder.
+
+The control loop owns the Snapshot; the request path reads `holder.current` once per
+request. Updaters are plain synchronous `Snapshot -> Snapshot` functions, so the event
+loop serialises them and no lock is needed. Nothing here does I/O or keeps in-flight counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from backends.base import ModelEntry, Probe, ResidentModel
+from gateway.config import RoutingConfig, WorkerConfig
+from gateway.names import InvalidModelName, Names, canonical
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    config: WorkerConfig
+    up: bool = False
+    ever_up: bool = False
+    successes: int = 0
+    failures: int = 0
+    models: Mapping[str, ModelEntry] = field(default_factory=lambda: _EMPTY)
+    resident: Mapping[str, ResidentModel] = field(default_factory=lambda: _EMPTY)
+    version: str | None = None
+    probed_at: float | None = None
+    last_error: str | None = None
+    down_since: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def tier(self) -> str:
+        return self.config.tier
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @property
+    def state(self) -> str:
+        if self.up:
+            return "healthy"
+        return "down" if self.ever_up or self.probed_at is not None else "unknown"
+
+    def has(self, model: str) -> bool:
+        return model in self.models or model in self.resident
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    config: RoutingConfig
+    names: Names
+    workers: Mapping[str, WorkerView]
+    config_loaded_at: float
+    updated_at: float
+
+    def worker(self, name: str) -> WorkerView | None:
+        return self.workers.get(name)
+
+    def up_workers(self) -> list[WorkerView]:
+        return [w for w in self.workers.values() if w.up]
+
+
+def initial(config: RoutingConfig, *, wall_now: float, now: float) -> Snapshot:
+    workers = {w.name: WorkerView(config=w) for w in config.workers}
+    return Snapshot(version=1, config=config, names=Names(config.aliases()), workers=MappingProxyType(workers),
+                    config_loaded_at=wall_now, updated_at=now)
+
+
+def with_config(snap: Snapshot, config: RoutingConfig, *, wall_now: float, now: float) -> Snapshot:
+    """A whole new routing world. A worker keeps what we learned of it only if it is the same worker."""
+    workers = {}
+    for wc in config.workers:
+        old = snap.workers.get(wc.name)
+        same = old is not None and (old.config.url, old.config.kind) == (wc.url, wc.kind)
+        workers[wc.name] = dataclasses.replace(old, config=wc) if same else WorkerView(config=wc)
+    return dataclasses.replace(snap, version=snap.version + 1, config=config, names=Names(config.aliases()),
+                               workers=MappingProxyType(workers), config_loaded_at=wall_now, updated_at=now)
+
+
+def with_probe(snap: Snapshot, name: str, probe: Probe, now: float) -> Snapshot:
+    old = snap.workers.get(name)
+    if old is None:  # removed by a reload while the probe was in flight
+        return snap
+    return _replace_worker(snap, _apply_probe(old, probe, snap.config, now), now)
+
+
+def with_failure(snap: Snapshot, name: str, error: str, now: float) -> Snapshot:
+    """Passive health: real traffic could not even connect, so the worker is down now.
+
+    Only a connect failure counts: it is definitive, where a slow or failed answer is not.
+    The worker comes back through the usual rise of good probes.
+    """
+    old = snap.workers.get(name)
+    if old is None or not old.up:
+        return snap
+    new = dataclasses.replace(old, up=False, successes=0, failures=snap.config.health.unhealthy_threshold,
+                              last_error=error, down_since=now)
+    return _replace_worker(snap, new, now)
+
+
+def _apply_probe(old: WorkerView, probe: Probe, config: RoutingConfig, now: float) -> WorkerView:
+    health = config.health
+    if not probe.ok:
+        failures = old.failures + 1
+        up = old.up and failures < health.unhealthy_threshold
+        return dataclasses.replace(old, up=up, successes=0, failures=failures, probed_at=now, last_error=probe.error,
+                                   down_since=None if up else (old.down_since or now))
+    successes = old.successes + 1
+    # A worker's first good probe lets it serve at once; a worker that fell must rise again.
+    up = old.up or not old.ever_up or successes >= health.healthy_threshold
+    return dataclasses.replace(
+        old, up=up, ever_up=old.ever_up or up, successes=successes, failures=0, probed_at=now, last_error=None,
+        down_since=None if up else old.down_since, version=probe.version or old.version,
+        models=_index(probe.models), resident=_index(probe.resident),
+    )
+
+
+def _index(items: tuple) -> Mapping:
+    out = {}
+    for item in items:
+        try:
+            out[canonical(item.name)] = item
+        except InvalidModelName:
+            continue  # a worker listing a nameless model must not break the probe
+    return MappingProxyType(out)
+
+
+def _replace_worker(snap: Snapshot, worker: WorkerView, now: float) -> Snapshot:
+    workers = dict(snap.workers)
+    workers[worker.name] = worker
+    return dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), updated_at=now)
+
+
+class SnapshotHolder:
+    """The one mutable reference to cluster state; wakes waiters on every change."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+        self._changed = asyncio.Event()
+
+    def update(self, change: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        new = change(self.current)
+        if new is not self.current:
+            self.current = new
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return new
+
+    async def changed(self) -> Snapshot:
+        """Wait for the next change and return the snapshot it produced."""
+        await self._changed.wait()
+        return self.current

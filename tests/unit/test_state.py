@@ -1,0 +1,62 @@
+import asyncio
+
+from backends.base import Probe
+from gateway import state
+from gateway.state import SnapshotHolder
+from tests.unit.fleet import config, probe, snapshot
+
+M = "llama3:latest"
+DOWN = Probe(ok=False, error="refused")
+
+
+def test_a_new_worker_serves_after_its_first_good_probe_and_names_are_canonical():
+    snap = snapshot(config(("gpu0", "gpu")), {})
+    assert not snap.worker("gpu0").up and snap.worker("gpu0").state == "unknown"
+    snap = state.with_probe(snap, "gpu0", probe(disk=["Llama3"], resident=["llama3:latest"]), 1.0)
+    worker = snap.worker("gpu0")
+    assert worker.up and worker.state == "healthy"
+    assert set(worker.models) == {M} and set(worker.resident) == {M}
+
+
+def test_fall_after_unhealthy_threshold_and_rise_after_healthy_threshold():
+    cfg = config(("gpu0", "gpu"))
+    snap = snapshot(cfg, {"gpu0": probe(disk=[M])})
+    for i in range(cfg.health.unhealthy_threshold - 1):
+        snap = state.with_probe(snap, "gpu0", DOWN, 2.0 + i)
+        assert snap.worker("gpu0").up, "one bad probe must not take a worker out"
+    snap = state.with_probe(snap, "gpu0", DOWN, 9.0)
+    assert not snap.worker("gpu0").up and snap.worker("gpu0").last_error == "refused"
+    assert M in snap.worker("gpu0").models, "last known models are kept for panic routing"
+    snap = state.with_probe(snap, "gpu0", probe(disk=[M]), 10.0)
+    assert not snap.worker("gpu0").up, "a fallen worker must rise through healthy_threshold probes"
+    snap = state.with_probe(snap, "gpu0", probe(disk=[M]), 11.0)
+    assert snap.worker("gpu0").up
+
+
+def test_a_refused_connection_in_traffic_marks_the_worker_down_at_once():
+    snap = snapshot(config(("gpu0", "gpu")), {"gpu0": probe(disk=[M])})
+    after = state.with_failure(snap, "gpu0", "cannot connect", 5.0)
+    assert not after.worker("gpu0").up and after.version == snap.version + 1
+    assert state.with_failure(after, "gpu0", "again", 6.0) is after
+
+
+def test_reload_keeps_what_was_learned_of_unchanged_workers_only():
+    snap = snapshot(config(("gpu0", "gpu"), ("gpu1", "gpu")), {"gpu0": probe(disk=[M]), "gpu1": probe(disk=[M])})
+    new_cfg = config(("gpu0", "gpu"), ("gpu2", "gpu"))
+    after = state.with_config(snap, new_cfg, wall_now=1.0, now=2.0)
+    assert list(after.workers) == ["gpu0", "gpu2"]
+    assert after.worker("gpu0").up and not after.worker("gpu2").up
+    assert after.config is new_cfg
+
+
+def test_a_probe_for_a_worker_removed_meanwhile_changes_nothing():
+    snap = snapshot(config(("gpu0", "gpu")), {})
+    assert state.with_probe(snap, "gone", probe(), 1.0) is snap
+
+
+async def test_holder_wakes_waiters_with_the_new_snapshot():
+    holder = SnapshotHolder(snapshot(config(("gpu0", "gpu")), {}))
+    waiter = asyncio.create_task(holder.changed())
+    await asyncio.sleep(0)
+    new = holder.update(lambda s: state.with_probe(s, "gpu0", probe(disk=[M]), 1.0))
+    assert await waiter is new
