@@ -96,6 +96,11 @@ def new_outcome(request: web.Request, endpoint: str, model: str) -> Outcome:
     return Outcome(request_id=request[REQUEST_ID], endpoint=endpoint, model=model, started=time.monotonic())
 
 
+def refusal(status: int) -> str:
+    """The outcome label of a request the gateway itself turned away."""
+    return {400: "bad_request", 404: "not_found", 413: "too_large", 503: "no_capacity"}.get(status, "error")
+
+
 def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
     duration = time.monotonic() - outcome.started
     label = model_label(snapshot, outcome.model)

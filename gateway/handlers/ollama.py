@@ -15,9 +15,17 @@ from aiohttp import web
 
 from backends.ollama import parse_ps
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import ModelNotFound, NoCapacity, UpstreamFailed
-from gateway.handlers.common import REQUEST_ID, account, model_field, new_outcome, parse_object, read_body, resolve
-from gateway.names import canonical
+from gateway.errors import GatewayError, ModelNotFound, NoCapacity, UpstreamFailed
+from gateway.handlers.common import (
+    REQUEST_ID,
+    account,
+    model_field,
+    new_outcome,
+    parse_object,
+    read_body,
+    refusal,
+    resolve,
+)
 from gateway.proxy import Upstream
 from gateway.router import ALL_FULL, UNKNOWN_MODEL, choose
 
@@ -32,23 +40,27 @@ async def infer(request: web.Request) -> web.StreamResponse:
     """chat, generate, embed, embeddings and show: one worker answers, chosen by the router."""
     gw = request.app[GATEWAY]
     snap = gw.holder.current
-    body = await read_body(request, snap.config.server.max_body_mib)
-    data = parse_object(body)
-    asked = model_field(data)
-    model = resolve(snap, asked)
-    if snap.names.is_alias(asked):
-        data["model"] = model  # the worker knows the model by its own name, not our alias
-        data.pop("name", None)
-        body = orjson.dumps(data)
-    plan = choose(snap, gw.inflight.view(), model)
-    if plan.verdict == UNKNOWN_MODEL:
-        raise ModelNotFound(asked)
-    if plan.verdict == ALL_FULL:
-        raise NoCapacity(f"every worker serving {model!r} is at its max_inflight", snap.config.server.retry_after_s)
-    outcome = new_outcome(request, request.path.rsplit("/", 1)[-1], model)
-    upstream = Upstream("POST", request.path, body, _forward_headers(request))
+    outcome = new_outcome(request, request.path.rsplit("/", 1)[-1], "")
     try:
+        body = await read_body(request, snap.config.server.max_body_mib)
+        data = parse_object(body)
+        asked = model_field(data)
+        outcome.model = model = resolve(snap, asked)
+        if snap.names.is_alias(asked):
+            data["model"] = model  # the worker knows the model by its own name, not our alias
+            data.pop("name", None)
+            body = orjson.dumps(data)
+        plan = choose(snap, gw.inflight.view(), model)
+        if plan.verdict == UNKNOWN_MODEL:
+            raise ModelNotFound(asked)
+        if plan.verdict == ALL_FULL:
+            raise NoCapacity(f"every worker serving {model!r} is at its max_inflight", snap.config.server.retry_after_s)
+        upstream = Upstream("POST", request.path, body, _forward_headers(request))
         return await gw.proxy.run(request, plan, upstream, outcome)
+    except GatewayError as exc:
+        outcome.status = outcome.status or exc.status
+        outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
+        raise
     finally:
         account(gw.metrics, snap, outcome)
 
@@ -107,7 +119,3 @@ async def _ps_of(gw: Gateway, url: str) -> tuple[dict, ...]:
 
 def _dumps(obj: object) -> str:
     return orjson.dumps(obj).decode()
-
-
-def same_model(a: str, b: str) -> bool:
-    return canonical(a) == canonical(b)

@@ -1,0 +1,39 @@
+from tests.conftest import WorkerSpec
+
+
+async def test_tags_lists_each_model_once_with_the_workers_holding_it(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0", "llama3.2:1b=1.3GiB,qwen2.5:7b=4.7GiB"),
+                              WorkerSpec("gpu1", "llama3.2:1b=1.3GiB,mistral:7b=4.1GiB"))
+    async with fleet.get("/api/tags") as resp:
+        models = (await resp.json())["models"]
+    by_name = {m["name"]: m for m in models}
+    assert sorted(by_name) == ["llama3.2:1b", "mistral:7b", "qwen2.5:7b"]
+    assert sorted(by_name["llama3.2:1b"]["workers"]) == ["gpu0", "gpu1"]
+    assert by_name["qwen2.5:7b"]["size"] > 4 * 1024**3 and by_name["qwen2.5:7b"]["digest"].startswith("sha256:")
+
+
+async def test_ps_shows_what_is_loaded_now_on_each_worker(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0"), WorkerSpec("gpu1"))
+    async with fleet.get("/api/ps") as resp:
+        assert (await resp.json())["models"] == []
+    async with fleet.post("/api/generate", {"model": "llama3.2:1b", "prompt": "x", "stream": False}) as resp:
+        worker = resp.headers["X-Beacon-Worker"]
+    async with fleet.get("/api/ps") as resp:
+        models = (await resp.json())["models"]
+    assert [(m["name"], m["worker"]) for m in models] == [("llama3.2:1b", worker)]
+    assert models[0]["size_vram"] == models[0]["size"] and models[0]["expires_at"]
+
+
+async def test_version_is_the_lowest_among_workers(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0", sim_options={"version": "0.12.6"}),
+                              WorkerSpec("gpu1", sim_options={"version": "0.9.10"}))
+    async with fleet.get("/api/version") as resp:
+        assert await resp.json() == {"version": "0.9.10"}
+
+
+async def test_root_answers_like_ollama(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0"))
+    async with fleet.get("/") as resp:
+        assert resp.status == 200 and await resp.text() == "Ollama is running"
+    async with fleet.http.head(fleet.url + "/") as resp:
+        assert resp.status == 200

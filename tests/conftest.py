@@ -1,0 +1,88 @@
+"""Shared fixtures: a fleet of real simulated Ollama workers and the real gateway in front,
+all on 127.0.0.1 ports. Nothing is mocked; tests switch a worker's behaviour while it runs
+and drive the control loop one step at a time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+
+from backends.sim import SimWorker, build_sim_app, parse_models
+from gateway.app import build_app
+from gateway.config import parse_config
+from gateway.context import GATEWAY, Gateway
+from gateway.settings import Settings
+
+GIB = 1024**3
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    models: str = "llama3.2:1b=1.3GiB"
+    tier: str = "gpu"
+    vram_gib: float = 24
+    tokens_per_s: float = 2000.0
+    load_s_per_gib: float = 0.01
+    extra_toml: str = ""
+    sim_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fleet:
+    url: str
+    gateway: Gateway
+    workers: dict[str, SimWorker]
+    worker_urls: dict[str, str]
+    servers: dict
+    http: aiohttp.ClientSession
+
+    async def probe(self) -> None:
+        """Run exactly one control-loop probe step."""
+        await self.gateway.prober.step()
+
+    async def stop_worker(self, name: str) -> None:
+        await self.servers[name].close()
+
+    def post(self, path: str, json: object = None, **kwargs):
+        return self.http.post(self.url + path, json=json, **kwargs)
+
+    def get(self, path: str, **kwargs):
+        return self.http.get(self.url + path, **kwargs)
+
+
+def worker_toml(spec: WorkerSpec, url: str) -> str:
+    text = f'[[workers]]\nname = "{spec.name}"\nurl = "{url}"\nkind = "ollama"\ntier = "{spec.tier}"\n'
+    return text + spec.extra_toml
+
+
+@pytest.fixture
+async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(*specs: WorkerSpec, config_extra: str = "") -> Fleet:
+        workers, servers, urls, tomls = {}, {}, {}, []
+        for spec in specs:
+            worker = SimWorker(name=spec.name, models=parse_models(spec.models), tier=spec.tier,
+                               vram_bytes=int(spec.vram_gib * GIB), tokens_per_s=spec.tokens_per_s,
+                               load_s_per_gib=spec.load_s_per_gib, **spec.sim_options)
+            server = await aiohttp_server(build_sim_app(worker), handler_cancellation=True)
+            url = str(server.make_url("")).rstrip("/")
+            workers[spec.name], servers[spec.name], urls[spec.name] = worker, server, url
+            tomls.append(worker_toml(spec, url))
+        config = parse_config(("\n".join(tomls) + "\n" + config_extra).encode())
+        app = build_app(Settings(), config, run_loops=False)
+        server = await aiohttp_server(app, handler_cancellation=True)
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        fleet = Fleet(str(server.make_url("")).rstrip("/"), app[GATEWAY], workers, urls, servers, http)
+        await fleet.probe()
+        return fleet
+
+    yield start
+    for http in sessions:
+        await http.close()
