@@ -50,3 +50,24 @@ class Backend(Protocol):
     kind: str
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float) -> Probe: ...
+
+    async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
+                   keep_alive: str | int | float | None, timeout_s: float) -> None: ...
+
+    async def shape(self, session: aiohttp.ClientSession, url: str, model: str,
+                    timeout_s: float) -> ModelShape | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """What sizes a model's KV cache, from the worker's model metadata (`/api/show` model_info)."""
+
+    block_count: int
+    head_count_kv: int
+    head_dim: int
+    context_length: int
+
+    def kv_bytes(self, context: int, bytes_per_value: int = 2) -> int:
+        """K and V, per layer, per position, f16 by default (Ollama's default cache type)."""
+        ctx = min(context, self.context_length) if self.context_length else context
+        return 2 * self.block_count * ctx * self.head_count_kv * self.head_dim * bytes_per_value

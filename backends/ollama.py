@@ -15,13 +15,17 @@ import aiohttp
 import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
-from backends.base import ModelEntry, Probe, ResidentModel
+from backends.base import ModelEntry, ModelShape, Probe, ResidentModel
 
 # A pooled keep-alive connection the worker already closed shows up as a disconnect on
 # first use; one quick retry absorbs that without hiding a worker that is really down.
 _PROBE_RETRY = ExponentialRetry(
     attempts=2, start_timeout=0.02, exceptions={aiohttp.ServerDisconnectedError}, retry_all_server_errors=False
 )
+
+
+# Warm-ups and metadata reads are idempotent, so a jittered retry on the same worker is right.
+_WARM_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohttp.ClientConnectionError})
 
 
 class OllamaBackend:
@@ -37,7 +41,7 @@ class OllamaBackend:
                 _get_json(client, f"{url}/api/ps", timeout),
                 _get_json(client, f"{url}/api/version", timeout),
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return Probe(ok=False, error=_describe(exc), latency_s=time.perf_counter() - started)
         return Probe(
             ok=True,
@@ -46,6 +50,45 @@ class OllamaBackend:
             resident=parse_ps(ps),
             latency_s=time.perf_counter() - started,
         )
+
+
+    async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
+                   keep_alive: str | int | float | None, timeout_s: float) -> None:
+        """Load a model (or re-arm its keep_alive) with Ollama's empty-prompt generate."""
+        body: dict[str, Any] = {"model": model, "stream": False}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
+        async with client.post(f"{url}/api/generate", data=orjson.dumps(body),
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                raise ValueError(f"warm-up of {model} answered {resp.status}: {(await resp.read())[:200]!r}")
+            await resp.read()
+
+    async def shape(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float) -> ModelShape | None:
+        """The model's KV-cache shape from /api/show model_info, or None when it does not say."""
+        client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
+        async with client.post(f"{url}/api/show", data=orjson.dumps({"model": model}),
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            info = orjson.loads(await resp.read()).get("model_info") or {}
+        return parse_shape(info)
+
+
+def parse_shape(info: Mapping[str, Any]) -> ModelShape | None:
+    arch = info.get("general.architecture")
+    try:
+        heads = int(info[f"{arch}.attention.head_count"])
+        width = int(info[f"{arch}.embedding_length"])
+        return ModelShape(
+            block_count=int(info[f"{arch}.block_count"]),
+            head_count_kv=int(info.get(f"{arch}.attention.head_count_kv") or heads),
+            head_dim=int(info.get(f"{arch}.attention.key_length") or width // heads),
+            context_length=int(info.get(f"{arch}.context_length") or 0),
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 async def _get_json(client: RetryClient, url: str, timeout: aiohttp.ClientTimeout) -> Mapping[str, Any]:

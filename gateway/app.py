@@ -13,30 +13,33 @@ import aiohttp
 from aiohttp import web
 
 from gateway import state
+from gateway.admission import Admission
 from gateway.config import RoutingConfig
 from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
 from gateway.errors import error_middleware
+from gateway.gpu import GpuReader, NvmlReader
 from gateway.handlers import manage, ollama, ops
 from gateway.handlers.common import request_id_middleware
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
-from gateway.probes import Prober
+from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
 from gateway.settings import Settings
+from gateway.warmer import Warmer
 
 
 def build_app(settings: Settings, config: RoutingConfig, *, clock: Callable[[], float] = time.monotonic,
-              gpu_reader: object | None = None, session: aiohttp.ClientSession | None = None,
+              gpu_reader: GpuReader | None = None, session: aiohttp.ClientSession | None = None,
               run_loops: bool = True) -> web.Application:
     """A ready-to-run gateway. With run_loops=False nothing runs on a timer: tests drive `prober.step()`."""
     app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=1024**4)
     _add_routes(app)
-    app.cleanup_ctx.append(_lifecycle(settings, config, clock, session, run_loops))
+    app.cleanup_ctx.append(_lifecycle(settings, config, clock, gpu_reader, session, run_loops))
     return app
 
 
-def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], float],
+def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], float], gpu_reader: GpuReader | None,
                injected: aiohttp.ClientSession | None, run_loops: bool):
     async def context(app: web.Application) -> AsyncIterator[None]:
         session = injected or new_session()
@@ -44,12 +47,20 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         inflight, metrics = InFlight(), Metrics()
         metrics.watch(lambda: holder.current, inflight.view)
         prober = Prober(holder, session, clock)
-        proxy = Proxy(session, holder, inflight, metrics, clock)
-        app[GATEWAY] = Gateway(settings, holder, inflight, metrics, session, proxy, prober, clock)
+        gpus = GpuWatch(holder, gpu_reader or NvmlReader())
+        warmer = Warmer(holder, inflight, session, prober, metrics, clock)
+        admission = Admission()
+        proxy = Proxy(session, holder, inflight, metrics, clock, on_release=admission.release)
+        app[GATEWAY] = Gateway(settings, holder, inflight, metrics, session, proxy, prober, admission, warmer, gpus,
+                               clock)
         loops = Loops()
+        loops.watch(holder, admission.wake_all)  # a worker that comes up may serve someone waiting
         if run_loops:
+            await gpus.step()
             await prober.step()  # start serving with a picture of the fleet, not an empty one
             loops.start(lambda: holder.current.config.health.interval_s, prober.step, "probes")
+            loops.start(lambda: holder.current.config.health.interval_s, gpus.step, "gpu")
+            loops.start(lambda: holder.current.config.warmer.interval_s, warmer.step, "warmer")
         try:
             yield
         finally:
@@ -63,7 +74,8 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
 def new_session() -> aiohttp.ClientSession:
     # No pool limit: the gateway's own admission decides concurrency, not the connector.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                 skip_auto_headers=("User-Agent", "Accept-Encoding"))
 
 
 def _add_routes(app: web.Application) -> None:

@@ -8,6 +8,7 @@ No network, no side effects beyond reading the file.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -59,6 +60,35 @@ class ModelConfig(_Strict):
     aliases: list[str] = []
     vram_gib: PositiveFloat | None = None
     pull_to: list[str] = []
+    keep_warm: Annotated[int, Field(ge=0)] = 0
+    keep_alive: str | int | float | None = None
+    pin: list[str] = []
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str | int | float | None) -> str | int | float | None:
+        if isinstance(value, str):
+            parse_duration_s(value)
+        return value
+
+
+class RoutingPolicy(_Strict):
+    load_gib_per_s: PositiveFloat = 2.0
+    load_fixed_s: Annotated[float, Field(ge=0)] = 1.0
+    affinity: bool = True
+    kv_context: PositiveInt = 4096
+
+
+class AdmissionConfig(_Strict):
+    max_queue: Annotated[int, Field(ge=0)] = 64
+    queue_timeout_s: PositiveFloat = 30.0
+
+
+class WarmerConfig(_Strict):
+    interval_s: PositiveFloat = 10.0
+    concurrency: PositiveInt = 2
+    demand_window_s: PositiveFloat = 300.0
+    rearm_before_s: PositiveFloat = 60.0
 
 
 class HealthConfig(_Strict):
@@ -86,6 +116,9 @@ class RoutingConfig(_Strict):
     health: HealthConfig = HealthConfig()
     failover: FailoverConfig = FailoverConfig()
     server: ServerConfig = ServerConfig()
+    routing: RoutingPolicy = RoutingPolicy()
+    admission: AdmissionConfig = AdmissionConfig()
+    warmer: WarmerConfig = WarmerConfig()
     _version: str = PrivateAttr(default="")
 
     @property
@@ -171,7 +204,8 @@ def _cross_checks(config: RoutingConfig) -> list[str]:
     seen: dict[str, int] = {}
     for i, worker in enumerate(config.workers):
         if worker.name in seen:
-            problems.append(f"workers[{i}].name: duplicate worker name {worker.name!r} (also workers[{seen[worker.name]}])")
+            first = seen[worker.name]
+            problems.append(f"workers[{i}].name: duplicate worker name {worker.name!r} (also workers[{first}])")
         seen.setdefault(worker.name, i)
     owners: dict[str, str] = {}
     for name in config.models:
@@ -205,4 +239,26 @@ def _check_model(name: str, model: ModelConfig, owners: dict[str, str], config: 
     for j, target in enumerate(model.pull_to):
         if target not in TIERS and target not in names:
             problems.append(f"{where}.pull_to[{j}]: {target!r} is neither a tier (gpu, cpu) nor a worker name")
+    for j, target in enumerate(model.pin):
+        if target not in names:
+            problems.append(f"{where}.pin[{j}]: no worker is named {target!r}")
     return problems
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: str | int | float) -> float:
+    """Ollama's keep_alive: a number of seconds or a Go duration ("5m", "1h30m", "-1"); <0 = forever."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = re.fullmatch(r"(-?)((?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+)", value)
+    if not parts:
+        raise ValueError(f"not a duration: {text!r} (use seconds or e.g. \"30m\", \"1h30m\", \"-1\")")
+    total = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", parts.group(2)))
+    return -total if parts.group(1) else total

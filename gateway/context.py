@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from gateway.admission import Admission
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
-from gateway.probes import Prober
+from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
 from gateway.settings import Settings
 from gateway.state import SnapshotHolder
+from gateway.warmer import Warmer
 
 
 @dataclass
@@ -28,6 +30,9 @@ class Gateway:
     session: aiohttp.ClientSession
     proxy: Proxy
     prober: Prober
+    admission: Admission
+    warmer: Warmer
+    gpus: GpuWatch
     clock: Callable[[], float]
 
 

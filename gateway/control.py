@@ -34,6 +34,16 @@ class Loops:
     def start(self, interval_s: Callable[[], float], step: Callable[[], Awaitable[None]], name: str) -> None:
         self._tasks.append(asyncio.create_task(every(interval_s, step, name), name=f"loop:{name}"))
 
+    def watch(self, holder, on_change: Callable[[], None]) -> None:
+        """Call `on_change` after every snapshot change."""
+
+        async def follow() -> None:
+            while True:
+                await holder.changed()
+                on_change()
+
+        self._tasks.append(asyncio.create_task(follow(), name="loop:watch"))
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

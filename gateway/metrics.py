@@ -30,6 +30,10 @@ class Metrics:
         self.ttfb = Histogram("beacon_time_to_first_token_seconds",
                               "Time from request to the first byte of the answer, by model",
                               ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.loads = Counter("beacon_model_loads", "Requests the router sent where the model had to load, by reason",
+                             ["worker", "model", "reason"], registry=r)
+        self.tokens = Counter("beacon_tokens_generated", "Tokens generated (eval_count of final answers), by model",
+                              ["model"], registry=r)
         self.failovers = Counter("beacon_failovers", "Attempts abandoned for the next candidate, by reason",
                                  ["reason"], registry=r)
 

@@ -21,9 +21,9 @@ from aiohttp import web
 from backends.streams import error_line
 from gateway import state
 from gateway.errors import NoCapacity, UpstreamFailed, UpstreamTimeout
-from gateway.inflight import InFlight
+from gateway.inflight import Claim, InFlight
 from gateway.metrics import Metrics
-from gateway.router import Plan
+from gateway.router import Candidate, Plan
 from gateway.state import SnapshotHolder
 
 log = structlog.get_logger("gateway.proxy")
@@ -54,6 +54,9 @@ class Outcome:
     status: int = 0
     ttfb_s: float | None = None
     attempts: list[str] = field(default_factory=list)
+    session: str | None = None
+    tokens: int | None = None
+    load_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,10 @@ class Upstream:
 
 class Proxy:
     def __init__(self, session: aiohttp.ClientSession, holder: SnapshotHolder, inflight: InFlight,
-                 metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Metrics, clock: Callable[[], float] = time.monotonic,
+                 on_release: Callable[[str], None] = lambda model: None) -> None:
         self._session, self._holder, self._inflight = session, holder, inflight
-        self._metrics, self._clock = metrics, clock
+        self._metrics, self._clock, self._on_release = metrics, clock, on_release
 
     async def run(self, request: web.Request, plan: Plan, upstream: Upstream, outcome: Outcome) -> web.StreamResponse:
         snap = self._holder.current
@@ -81,16 +85,30 @@ class Proxy:
             if worker is None:
                 continue
             outcome.worker, outcome.reason = worker.name, candidate.reason
-            with self._inflight.claim(worker.name):
-                try:
-                    return await self._attempt(request, worker.url, upstream, outcome)
-                except AttemptFailed as exc:
-                    failures.append(exc)
-                    outcome.attempts.append(f"{worker.name}: {exc.detail}")
-                    self._report_failure(worker.name, exc)
+            try:
+                with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
+                    response = await self._attempt(request, worker.url, upstream, outcome, claim)
+                    self._committed(plan, candidate, outcome)
+                    return response
+            except AttemptFailed as exc:
+                failures.append(exc)
+                outcome.attempts.append(f"{worker.name}: {exc.detail}")
+                self._report_failure(worker.name, exc)
+            finally:
+                self._on_release(plan.model)
         raise _final_error(plan, failures, outcome, snap.config.server.retry_after_s)
 
-    async def _attempt(self, request: web.Request, base_url: str, up: Upstream, outcome: Outcome) -> web.StreamResponse:
+    def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
+        if outcome.outcome == "ok":
+            self._inflight.finished(plan.model, time.monotonic() - outcome.started, outcome.load_s)
+            self._inflight.remember_session(outcome.session, candidate.worker)
+        if candidate.loads:
+            self._metrics.loads.labels(candidate.worker, plan.model, candidate.reason).inc()
+            log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
+                     evicts=list(candidate.evicts) or None, load_s=outcome.load_s)
+
+    async def _attempt(self, request: web.Request, base_url: str, up: Upstream, outcome: Outcome,
+                       claim: Claim) -> web.StreamResponse:
         failover = self._holder.current.config.failover
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s)
         try:
@@ -104,15 +122,15 @@ class Proxy:
         except aiohttp.ClientError as exc:
             raise AttemptFailed("dropped", f"connection failed: {_describe(exc)}") from None
         async with resp:
-            return await self._answer(request, resp, outcome, failover)
+            return await self._answer(request, resp, outcome, failover, claim)
 
     async def _answer(self, request: web.Request, resp: aiohttp.ClientResponse, outcome: Outcome,
-                      failover) -> web.StreamResponse:
+                      failover, claim: Claim) -> web.StreamResponse:
         if resp.status in RETRYABLE_STATUS:
             detail = await _error_detail(resp)
             raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
         if resp.content_type in STREAM_TYPES and resp.status == 200:
-            return await self._relay_stream(request, resp, outcome, failover)
+            return await self._relay_stream(request, resp, outcome, failover, claim)
         try:
             async with asyncio.timeout(failover.first_byte_timeout_s):
                 body = await resp.read()
@@ -120,10 +138,12 @@ class Proxy:
             raise AttemptFailed("dropped", f"answer cut short: {_describe(exc)}") from None
         outcome.ttfb_s = time.monotonic() - outcome.started
         outcome.status, outcome.outcome = resp.status, "ok" if resp.status < 400 else "client_error"
+        if resp.status == 200 and outcome.endpoint in ACCOUNTED:
+            read_final_fields(body, outcome)
         return web.Response(status=resp.status, body=body, headers=_reply_headers(resp, outcome))
 
     async def _relay_stream(self, request: web.Request, resp: aiohttp.ClientResponse, outcome: Outcome,
-                            failover) -> web.StreamResponse:
+                            failover, claim: Claim) -> web.StreamResponse:
         try:
             async with asyncio.timeout(failover.first_byte_timeout_s):
                 first = await resp.content.readany()
@@ -132,6 +152,7 @@ class Proxy:
         if not first:
             raise AttemptFailed("dropped", "stream ended before its first byte")
         outcome.ttfb_s = time.monotonic() - outcome.started
+        claim.first_byte()
         out = web.StreamResponse(status=resp.status, headers=_reply_headers(resp, outcome))
         await out.prepare(request)
         outcome.status = resp.status
@@ -140,11 +161,12 @@ class Proxy:
 
     async def _pump(self, out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes,
                     outcome: Outcome, idle_s: float) -> None:
-        ends_line = True
+        ends_line, prev, last = True, b"", b""
         try:
             while chunk:
                 await out.write(chunk)
                 ends_line = chunk.endswith(b"\n")
+                prev, last = last, chunk  # the final line may straddle two chunks
                 async with asyncio.timeout(idle_s):
                     chunk = await resp.content.readany()
         except ConnectionResetError:
@@ -156,6 +178,7 @@ class Proxy:
             await _write_quietly(out, (b"" if ends_line else b"\n") + error_line(message))
             return
         outcome.outcome = "ok"
+        read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
         await _write_quietly(out, b"", eof=True)
 
     def _report_failure(self, worker: str, exc: AttemptFailed) -> None:
@@ -163,6 +186,23 @@ class Proxy:
         if exc.kind == "connect":
             now = self._clock()
             self._holder.update(lambda s: state.with_failure(s, worker, exc.detail, now))
+
+
+ACCOUNTED = frozenset({"chat", "generate"})
+
+
+def read_final_fields(line: bytes, outcome: Outcome) -> None:
+    """Tokens and load time from an Ollama final line: parsed once per request, not per chunk."""
+    if b'"done":true' not in line.replace(b" ", b""):
+        return
+    try:
+        final = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(final, dict):
+        count, load_ns = final.get("eval_count"), final.get("load_duration")
+        outcome.tokens = count if isinstance(count, int) else None
+        outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
 
 
 def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, retry_after_s: int) -> Exception:

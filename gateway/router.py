@@ -1,27 +1,49 @@
 """choose(): where a request for a model should go, as an ordered Plan with reasons.
 
-Pure: reads a Snapshot and live in-flight counts, returns a value. No I/O, no logging,
+Pure: reads a Snapshot and the live traffic view, returns a value. No I/O, no logging,
 no clocks; the proxy logs the decision once, when it commits to a candidate.
-Order: GPU workers with the model resident -> GPU workers with it on disk -> CPU workers
-with it resident, then on disk -> (panic) workers the snapshot thinks are down, since
-health data can be stale.
+Order: (a) healthy GPU workers with the model resident and a free slot (session affinity
+first, then fewest in flight per slot); (b) GPU workers where it fits in free VRAM, most
+headroom first; (c) GPU workers where loading evicts the coldest idle models; (d) the CPU
+tier; (e) panic: workers the snapshot thinks are down, since health data can be stale.
+While a resident copy has a free slot nothing else is loaded; when every resident copy is
+busy, the request waits (verdict QUEUE) unless the predicted wait exceeds the predicted
+load time, in which case a replica is loaded where it fits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
+from gateway import vram
 from gateway.state import Snapshot, WorkerView
 
 UNKNOWN_MODEL = "unknown-model"
-ALL_FULL = "all-full"
+QUEUE = "queue"
+
+
+class Load(Protocol):
+    """The live traffic view the router reads (gateway.inflight.InFlight)."""
+
+    def get(self, worker: str) -> int: ...
+    def model_inflight(self, worker: str, model: str) -> int: ...
+    def slots(self, worker: str, model: str) -> int: ...
+    def last_used(self, worker: str, model: str) -> float: ...
+    def service_s(self, model: str) -> float | None: ...
+    def load_s(self, model: str) -> float | None: ...
+    def session_worker(self, key: str | None) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     worker: str
     reason: str
+    evicts: tuple[str, ...] = ()
+
+    @property
+    def loads(self) -> bool:
+        return self.reason in ("fits", "unknown-vram", "evict", "replica", "spill", "cpu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,42 +57,106 @@ class Plan:
         return self.candidates[0].reason if self.candidates else self.verdict
 
 
-def choose(snapshot: Snapshot, inflight: Mapping[str, int], model: str) -> Plan:
-    workers = list(snapshot.workers.values())
+def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, queued: int = 0) -> Plan:
+    workers = list(snap.workers.values())
     holders = [w for w in workers if w.has(model)]
-    serving = [w for w in holders if w.up]
-    free = [w for w in serving if not _full(w, inflight)]
-    if serving and not free:
-        return Plan(model, (), ALL_FULL)
-    ranked = sorted(free, key=lambda w: (_rank(w, model), inflight.get(w.name, 0)))
-    candidates = [Candidate(w.name, _REASONS[_rank(w, model)]) for w in ranked]
-    candidates += [Candidate(w.name, "panic") for w in _panic(workers, holders, model)]
-    if not candidates:
-        return Plan(model, (), UNKNOWN_MODEL)
-    return Plan(model, tuple(candidates))
+    if not holders:
+        blind = [] if any(w.ever_up for w in workers) else _gpu_first(workers)
+        return Plan(model, tuple(Candidate(w.name, "panic") for w in blind), "ok" if blind else UNKNOWN_MODEL)
+    up = [w for w in holders if w.up]
+    resident = [w for w in up if w.tier == "gpu" and model in w.resident]
+    ready = [w for w in resident if _has_slot(w, model, load)]
+    cold = cold_placements(snap, load, model, [w for w in up if w.tier == "gpu" and model not in w.resident])
+    cpu = _cpu(load, model, [w for w in up if w.tier == "cpu"])
+    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.up])]
+    if ready:
+        return Plan(model, tuple(_order_ready(ready, load, model, session) + cold + cpu + panic))
+    if resident:
+        if cold and cold[0].reason == "fits" and _wait_beats_load(snap, load, model, resident, queued):
+            return Plan(model, (Candidate(cold[0].worker, "replica"), *cold[1:], *cpu, *panic))
+        return Plan(model, (), QUEUE)
+    candidates = tuple(cold + cpu + panic)
+    if candidates:
+        return Plan(model, candidates)
+    return Plan(model, (), QUEUE if up else UNKNOWN_MODEL)
 
 
-_REASONS = {0: "resident", 1: "on-disk", 2: "cpu-resident", 3: "cpu-on-disk"}
+def _slots(w: WorkerView, model: str, load: Load) -> int:
+    """max_inflight when the operator set it; else learned slots plus one request that
+    probes for more (Ollama's OLLAMA_NUM_PARALLEL is not visible over its API)."""
+    return w.config.max_inflight or load.slots(w.name, model) + 1
 
 
-def _rank(worker: WorkerView, model: str) -> int:
-    cold = 0 if model in worker.resident else 1
-    return cold if worker.tier == "gpu" else 2 + cold
+def _worker_full(w: WorkerView, load: Load) -> bool:
+    return w.config.max_inflight is not None and load.get(w.name) >= w.config.max_inflight
 
 
-def _full(worker: WorkerView, inflight: Mapping[str, int]) -> bool:
-    limit = worker.config.max_inflight
-    return limit is not None and inflight.get(worker.name, 0) >= limit
+def _has_slot(w: WorkerView, model: str, load: Load) -> bool:
+    return not _worker_full(w, load) and load.model_inflight(w.name, model) < _slots(w, model, load)
 
 
-def _panic(workers: list[WorkerView], holders: list[WorkerView], model: str) -> list[WorkerView]:
-    """Workers to try when the healthy ones cannot serve: stale health may be wrong.
+def _order_ready(ready: list[WorkerView], load: Load, model: str, session: str | None) -> list[Candidate]:
+    sticky = load.session_worker(session)
+    ranked = sorted(ready, key=lambda w: (w.name != sticky, load.model_inflight(w.name, model) / _slots(w, model, load),
+                                          load.get(w.name)))
+    return [Candidate(w.name, "affinity" if w.name == sticky else "resident") for w in ranked]
 
-    Down workers that last listed the model come first (GPU before CPU). Only when no
-    worker has ever answered a probe (a gateway just started) do we try them all blind;
-    otherwise a model no one lists is unknown (404), not a reason to hammer dead workers.
-    """
-    down = [w for w in holders if not w.up]
-    if not holders and not any(w.ever_up for w in workers):
-        down = workers
-    return sorted(down, key=lambda w: w.tier != "gpu")
+
+def cold_placements(snap: Snapshot, load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
+    """(b) fits without eviction, most headroom first; unknown VRAM; (c) evicts the coldest idle; spill."""
+    need = vram.footprint(snap, model)
+    fits, unknown, evict, spill = [], [], [], []
+    for w in workers:
+        if _worker_full(w, load):
+            continue
+        free = vram.free(w)
+        if free is None or need is None:
+            unknown.append(w)
+        elif need <= free:
+            fits.append((free - need, w))
+        elif (victims := _victims(snap, load, w, need - free)) is not None:
+            evict.append((max((load.last_used(w.name, m) for m in victims), default=0.0), len(victims), w, victims))
+        else:
+            spill.append(w)
+    out = [Candidate(w.name, "fits") for _, w in sorted(fits, key=lambda t: -t[0])]
+    out += [Candidate(w.name, "unknown-vram") for w in sorted(unknown, key=lambda w: load.get(w.name))]
+    out += [Candidate(w.name, "evict", tuple(v)) for _, _, w, v in sorted(evict, key=lambda t: (t[0], t[1]))]
+    return out + [Candidate(w.name, "spill") for w in spill]
+
+
+def _victims(snap: Snapshot, load: Load, w: WorkerView, missing: int) -> list[str] | None:
+    """The coldest idle, unpinned models whose unloading frees `missing` bytes, or None."""
+    idle = [(load.last_used(w.name, m), r.expires_at or "", m, r.size_vram) for m, r in w.resident.items()
+            if load.model_inflight(w.name, m) == 0 and not _pinned(snap, m, w.name)]
+    victims, freed = [], 0
+    for _, _, m, size in sorted(idle):
+        if freed >= missing:
+            break
+        victims.append(m)
+        freed += size
+    return victims if freed >= missing else None
+
+
+def _pinned(snap: Snapshot, model: str, worker: str) -> bool:
+    cfg = snap.config.model(model)
+    return cfg is not None and worker in cfg.pin
+
+
+def _cpu(load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
+    usable = [w for w in workers if not _worker_full(w, load)]
+    ranked = sorted(usable, key=lambda w: (model not in w.resident, load.get(w.name)))
+    return [Candidate(w.name, "cpu-resident" if model in w.resident else "cpu") for w in ranked]
+
+
+def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[WorkerView], queued: int) -> bool:
+    """Demand-driven scale-out: load a replica when waiting for a slot would take longer."""
+    service_s = load.service_s(model)
+    if service_s is None:
+        return False  # nothing measured yet: a guess is no reason to load a model
+    slots = sum(_slots(w, model, load) for w in resident)
+    wait_s = (queued + 1) * service_s / max(1, slots)
+    return wait_s > vram.predicted_load_s(snap, model, load.load_s(model))
+
+
+def _gpu_first(workers: list[WorkerView]) -> list[WorkerView]:
+    return sorted(workers, key=lambda w: w.tier != "gpu")

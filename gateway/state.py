@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from backends.base import ModelEntry, Probe, ResidentModel
+from backends.base import ModelEntry, ModelShape, Probe, ResidentModel
 from gateway.config import RoutingConfig, WorkerConfig
+from gateway.gpu import GpuReading, GpuStatus
 from gateway.names import InvalidModelName, Names, canonical
 
 _EMPTY: Mapping = MappingProxyType({})
@@ -33,6 +34,7 @@ class WorkerView:
     probed_at: float | None = None
     last_error: str | None = None
     down_since: float | None = None
+    gpu: GpuReading | None = None
 
     @property
     def name(self) -> str:
@@ -64,6 +66,9 @@ class Snapshot:
     workers: Mapping[str, WorkerView]
     config_loaded_at: float
     updated_at: float
+    footprints: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    shapes: Mapping[str, ModelShape] = field(default_factory=lambda: _EMPTY)
+    gpu_status: str = "not read yet"
 
     def worker(self, name: str) -> WorkerView | None:
         return self.workers.get(name)
@@ -93,7 +98,26 @@ def with_probe(snap: Snapshot, name: str, probe: Probe, now: float) -> Snapshot:
     old = snap.workers.get(name)
     if old is None:  # removed by a reload while the probe was in flight
         return snap
-    return _replace_worker(snap, _apply_probe(old, probe, snap.config, now), now)
+    new = _replace_worker(snap, _apply_probe(old, probe, snap.config, now), now)
+    learned = {m: r.size for m, r in new.workers[name].resident.items() if r.size and snap.footprints.get(m) != r.size}
+    if learned:  # a model's footprint is what it took when it was last seen loaded
+        new = dataclasses.replace(new, footprints=MappingProxyType({**snap.footprints, **learned}))
+    return new
+
+
+def with_gpu(snap: Snapshot, status: GpuStatus) -> Snapshot:
+    """NVML readings land on the workers configured with that gpu_index."""
+    workers = {}
+    for name, w in snap.workers.items():
+        index = w.config.gpu_index
+        reading = status.readings.get(index) if status.available and index is not None else None
+        workers[name] = w if reading == w.gpu else dataclasses.replace(w, gpu=reading)
+    text = "ok" if status.available else status.reason
+    return dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), gpu_status=text)
+
+
+def with_shape(snap: Snapshot, model: str, shape: ModelShape) -> Snapshot:
+    return dataclasses.replace(snap, version=snap.version + 1, shapes=MappingProxyType({**snap.shapes, model: shape}))
 
 
 def with_failure(snap: Snapshot, name: str, error: str, now: float) -> Snapshot:

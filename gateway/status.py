@@ -27,7 +27,8 @@ def print_status(url: str) -> int:
 
 
 def render(body: dict) -> str:
-    head = f"gateway {body.get('status')}  config {body['config']['version']}  snapshot age {body['snapshot']['age_s']}s"
+    head = (f"gateway {body.get('status')}  config {body['config']['version']}  "
+            f"snapshot age {body['snapshot']['age_s']}s")
     rows = [("WORKER", "TIER", "STATE", "INFLIGHT", "VRAM USED", "RESIDENT", "ERROR")]
     for w in body["workers"]:
         total = w.get("vram_total_bytes")

@@ -70,13 +70,13 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
             worker = SimWorker(name=spec.name, models=parse_models(spec.models), tier=spec.tier,
                                vram_bytes=int(spec.vram_gib * GIB), tokens_per_s=spec.tokens_per_s,
                                load_s_per_gib=spec.load_s_per_gib, **spec.sim_options)
-            server = await aiohttp_server(build_sim_app(worker), handler_cancellation=True)
+            server = await aiohttp_server(build_sim_app(worker))
             url = str(server.make_url("")).rstrip("/")
             workers[spec.name], servers[spec.name], urls[spec.name] = worker, server, url
             tomls.append(worker_toml(spec, url))
         config = parse_config(("\n".join(tomls) + "\n" + config_extra).encode())
         app = build_app(Settings(), config, run_loops=False)
-        server = await aiohttp_server(app, handler_cancellation=True)
+        server = await aiohttp_server(app)
         http = aiohttp.ClientSession()
         sessions.append(http)
         fleet = Fleet(str(server.make_url("")).rstrip("/"), app[GATEWAY], workers, urls, servers, http)

@@ -13,7 +13,7 @@ import math
 import struct
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from aiohttp import web
@@ -28,7 +28,7 @@ NO_PACING = 100_000.0
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def error(status: int, message: str) -> web.Response:
@@ -65,7 +65,8 @@ def final_fields(worker: SimWorker, lm: Loaded, prompt_count: int, n: int, load_
             "eval_count": n, "eval_duration": int(n / rate * 1e9)}
 
 
-async def generate(request: web.Request, worker: SimWorker, data: dict, model: SimModel, chat: bool) -> web.StreamResponse:
+async def generate(request: web.Request, worker: SimWorker, data: dict, model: SimModel,
+                   chat: bool) -> web.StreamResponse:
     try:
         keep_alive_s = parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
     except ValueError as exc:
@@ -189,7 +190,7 @@ def vector(text: str, dims: int) -> list[float]:
     return [v / norm for v in values]
 
 
-async def embed(worker: SimWorker, data: dict, model: SimModel, legacy: bool) -> web.Response:
+async def embed(request: web.Request, worker: SimWorker, data: dict, model: SimModel, legacy: bool) -> web.Response:
     try:
         keep_alive_s = parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
     except ValueError as exc:

@@ -7,6 +7,7 @@ SSE chunks ending with `data: [DONE]`, usage objects, OpenAI-shaped errors.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -22,12 +23,15 @@ def _error(status: int, message: str) -> web.Response:
 
 def add_routes(app: web.Application, worker: SimWorker) -> None:
     r = app.router
-    r.add_post("/v1/chat/completions", lambda req: _complete(req, worker, chat=True))
-    r.add_post("/v1/completions", lambda req: _complete(req, worker, chat=False))
-    r.add_post("/v1/embeddings", lambda req: _embeddings(req, worker))
-    r.add_get("/v1/models", lambda req: web.json_response({"object": "list", "data": [
-        _model(m.name) for m in worker.disk.values()]}))
-    r.add_get("/v1/models/{model:.+}", lambda req: _one_model(req, worker))
+    r.add_post("/v1/chat/completions", partial(_complete, worker=worker, chat=True))
+    r.add_post("/v1/completions", partial(_complete, worker=worker, chat=False))
+    r.add_post("/v1/embeddings", partial(_embeddings, worker=worker))
+    r.add_get("/v1/models", partial(_models, worker=worker))
+    r.add_get("/v1/models/{model:.+}", partial(_one_model, worker=worker))
+
+
+async def _models(request: web.Request, worker: SimWorker) -> web.Response:
+    return web.json_response({"object": "list", "data": [_model(m.name) for m in worker.disk.values()]})
 
 
 def _model(name: str) -> dict:
@@ -36,7 +40,9 @@ def _model(name: str) -> dict:
 
 async def _one_model(request: web.Request, worker: SimWorker) -> web.Response:
     model = worker.find(request.match_info["model"])
-    return web.json_response(_model(model.name)) if model else _error(404, f"model '{request.match_info['model']}' not found")
+    if model is None:
+        return _error(404, f"model '{request.match_info['model']}' not found")
+    return web.json_response(_model(model.name))
 
 
 async def _request(request: web.Request, worker: SimWorker):

@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -29,15 +30,15 @@ def build_sim_app(worker: SimWorker) -> web.Application:
     app = web.Application(middlewares=[_modes], client_max_size=1024**3)
     app[SIM_WORKER] = worker
     r = app.router
-    r.add_get("/", lambda _: web.Response(text="Ollama is running"))
-    r.add_get("/api/version", lambda _: web.json_response({"version": worker.version}))
+    r.add_get("/", _root)
+    r.add_get("/api/version", _version)
     r.add_get("/api/tags", _tags)
     r.add_get("/api/ps", _ps)
     r.add_post("/api/show", _show)
-    for path, chat in (("/api/generate", False), ("/api/chat", True)):
-        r.add_post(path, _with_model(lambda req, w, d, m, chat=chat: inference.generate(req, w, d, m, chat)))
-    for path, legacy in (("/api/embed", False), ("/api/embeddings", True)):
-        r.add_post(path, _with_model(lambda req, w, d, m, legacy=legacy: inference.embed(w, d, m, legacy)))
+    r.add_post("/api/generate", _with_model(partial(inference.generate, chat=False)))
+    r.add_post("/api/chat", _with_model(partial(inference.generate, chat=True)))
+    r.add_post("/api/embed", _with_model(partial(inference.embed, legacy=False)))
+    r.add_post("/api/embeddings", _with_model(partial(inference.embed, legacy=True)))
     r.add_post("/api/pull", _pull)
     r.add_post("/api/push", _push)
     r.add_post("/api/create", _create)
@@ -46,10 +47,22 @@ def build_sim_app(worker: SimWorker) -> web.Application:
     r.add_route("HEAD", "/api/blobs/{digest}", _blob_head)
     r.add_post("/api/blobs/{digest}", _blob_post)
     r.add_post("/_sim/mode", _set_mode)
-    r.add_get("/_sim/state", lambda _: web.json_response(worker.state()))
+    r.add_get("/_sim/state", _state)
     openai.add_routes(app, worker)
     app.cleanup_ctx.append(_reaper)
     return app
+
+
+async def _root(request: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running")
+
+
+async def _version(request: web.Request) -> web.Response:
+    return web.json_response({"version": request.app[SIM_WORKER].version})
+
+
+async def _state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIM_WORKER].state())
 
 
 @web.middleware
@@ -126,7 +139,7 @@ async def _ps(request: web.Request) -> web.Response:
 
 def _iso_in(deadline: float) -> str:
     wall = time.time() + max(0.0, deadline - time.monotonic())
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat()
+    return datetime.fromtimestamp(wall, UTC).isoformat()
 
 
 async def _show(request: web.Request) -> web.Response:
@@ -148,16 +161,20 @@ async def _show(request: web.Request) -> web.Response:
                               "modified_at": entry["modified_at"]})
 
 
-async def _progress(request: web.Request, stream: bool, steps: list[dict], seconds: float) -> web.StreamResponse:
-    """Ollama's progress: NDJSON status lines ending in success, or one object when not streaming."""
+async def _progress(request: web.Request, stream: bool, steps: list[dict], seconds: float,
+                    done=lambda: None) -> web.StreamResponse:
+    """Ollama's progress: NDJSON status lines ending in success, or one object when not streaming.
+    `done` runs before success is said, so a client that hears success sees the result."""
     if not stream:
         await asyncio.sleep(seconds)
+        done()
         return web.json_response({"status": "success"})
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     for step in steps:
         await resp.write(orjson.dumps(step) + b"\n")
         await asyncio.sleep(seconds / len(steps))
+    done()
     await resp.write(b'{"status":"success"}\n')
     return resp
 
@@ -187,9 +204,8 @@ async def _pull(request: web.Request) -> web.StreamResponse:
         return await _failed(request, stream, "pull model manifest: file does not exist")
     steps = [{"status": "pulling manifest"}, *_layer_steps("pulling", model),
              {"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
-    resp = await _progress(request, stream, steps, model.size_bytes / GIB * worker.pull_s_per_gib)
-    worker.disk[model.name] = model
-    return resp
+    return await _progress(request, stream, steps, model.size_bytes / GIB * worker.pull_s_per_gib,
+                           lambda: worker.disk.__setitem__(model.name, model))
 
 
 async def _push(request: web.Request) -> web.StreamResponse:
@@ -220,9 +236,8 @@ async def _create(request: web.Request) -> web.StreamResponse:
                              "neither 'from' nor 'files' was specified", 400)
     size = source.size_bytes if source else sum(worker.blobs[d] for d in files.values())
     steps = [{"status": f"using existing layer {d}"} for d in files.values()] + [{"status": "writing manifest"}]
-    resp = await _progress(request, stream, steps or [{"status": "writing manifest"}], 0.01)
-    worker.disk[normalise(name)] = SimModel(normalise(name), size, family=source.family if source else "llama")
-    return resp
+    made = SimModel(normalise(name), size, family=source.family if source else "llama")
+    return await _progress(request, stream, steps, 0.01, lambda: worker.disk.__setitem__(made.name, made))
 
 
 async def _copy(request: web.Request) -> web.Response:

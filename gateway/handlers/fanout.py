@@ -57,7 +57,8 @@ async def _send_one(gw: Gateway, method: str, path: str, worker: WorkerView, bod
 
 async def run_progress(request: web.Request, gw: Gateway, path: str, targets: list[WorkerView],
                        payload: dict, outcome: Outcome) -> web.StreamResponse:
-    """Run a progress operation on every target; stream merged progress or answer once."""
+    """Run a progress operation on every target; stream merged progress or answer once.
+    The targets are re-probed before the last line, so a client that hears success sees the model listed."""
     streaming = payload.get("stream", True) is not False
     body = orjson.dumps({**payload, "stream": True})
     out = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"}) if streaming else None
@@ -72,6 +73,7 @@ async def run_progress(request: web.Request, gw: Gateway, path: str, targets: li
             await out.write(orjson.dumps({**line, "worker": worker}) + b"\n")
 
     results = await asyncio.gather(*(_progress_one(gw, path, w, body, emit) for w in targets))
+    await gw.prober.refresh(w.name for w in targets)
     failed = [r for r in results if not r.ok]
     outcome.worker = ",".join(w.name for w in targets)
     outcome.outcome, outcome.status = ("ok", 200) if not failed else ("upstream_error", 502)

@@ -8,10 +8,6 @@ when every target succeeded, otherwise an error names the workers that failed.
 
 from __future__ import annotations
 
-import asyncio
-
-import aiohttp
-import orjson
 from aiohttp import web
 
 from gateway.context import GATEWAY, Gateway
@@ -65,11 +61,9 @@ async def _progress(request: web.Request, gw: Gateway, op: str, model: str, targ
         raise UpstreamFailed(f"no worker is a {op} target for {model!r} (check pull_to in the config)")
     outcome = new_outcome(request, op, model)
     try:
-        response = await run_progress(request, gw, f"/api/{op}", targets, payload, outcome)
+        return await run_progress(request, gw, f"/api/{op}", targets, payload, outcome)
     finally:
         account(gw.metrics, gw.holder.current, outcome)
-    await gw.prober.refresh(w.name for w in targets)
-    return response
 
 
 async def copy(request: web.Request) -> web.Response:
@@ -132,5 +126,3 @@ def _digest(request: web.Request) -> str:
         raise BadRequest(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
     return digest
 
-
-_ = (aiohttp, asyncio, orjson)

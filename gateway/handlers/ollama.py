@@ -8,6 +8,7 @@ Model management that fans out to many workers lives in handlers/manage.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import aiohttp
 import orjson
@@ -27,7 +28,7 @@ from gateway.handlers.common import (
     resolve,
 )
 from gateway.proxy import Upstream
-from gateway.router import ALL_FULL, UNKNOWN_MODEL, choose
+from gateway.router import UNKNOWN_MODEL, Plan, choose
 
 RUNNING = "Ollama is running"
 
@@ -50,11 +51,11 @@ async def infer(request: web.Request) -> web.StreamResponse:
             data["model"] = model  # the worker knows the model by its own name, not our alias
             data.pop("name", None)
             body = orjson.dumps(data)
-        plan = choose(snap, gw.inflight.view(), model)
+        outcome.session = session_key(request, data, snap.config.routing.affinity)
+        gw.inflight.requested(model, gw.clock())
+        plan = await _plan(gw, model, outcome.session)
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked)
-        if plan.verdict == ALL_FULL:
-            raise NoCapacity(f"every worker serving {model!r} is at its max_inflight", snap.config.server.retry_after_s)
         upstream = Upstream("POST", request.path, body, _forward_headers(request))
         return await gw.proxy.run(request, plan, upstream, outcome)
     except GatewayError as exc:
@@ -63,6 +64,36 @@ async def infer(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         account(gw.metrics, snap, outcome)
+
+
+async def _plan(gw: Gateway, model: str, session: str | None) -> Plan:
+    """A plan now, or after waiting in the model's queue while every copy is busy."""
+    admission, config = gw.admission, gw.holder.current.config
+
+    def plan() -> Plan:
+        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model))
+
+    return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
+                                 config.server.retry_after_s)
+
+
+def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
+    """One conversation's key: the client's X-Session-Id, else its system prompt and first user turn."""
+    header = request.headers.get("X-Session-Id")
+    if header:
+        return "h:" + header[:256]
+    if not affinity:
+        return None
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
+        first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
+    else:
+        system, first = data.get("system", ""), str(data.get("prompt", ""))[:1024]
+    if not system and not first:
+        return None
+    text = f"{system}\x00{first}".encode("utf-8", "replace")
+    return "p:" + hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _forward_headers(request: web.Request) -> dict[str, str]:
@@ -100,7 +131,7 @@ async def ps(request: web.Request) -> web.Response:
     workers = gw.holder.current.up_workers()
     answers = await asyncio.gather(*(_ps_of(gw, w.url) for w in workers), return_exceptions=True)
     models, failed = [], []
-    for worker, answer in zip(workers, answers):
+    for worker, answer in zip(workers, answers, strict=True):
         if isinstance(answer, BaseException):
             failed.append(worker.name)
             answer = tuple(r.raw for r in worker.resident.values())  # last known beats nothing

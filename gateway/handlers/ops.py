@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import vram
 from gateway.context import GATEWAY, Gateway
 from gateway.state import Snapshot, WorkerView
 
@@ -37,6 +38,8 @@ def health_report(gw: Gateway) -> tuple[int, dict]:
         "problems": problems,
         "snapshot": {"version": snap.version, "age_s": round(age, 3)},
         "config": {"version": snap.config.version, "loaded_at": _iso(snap.config_loaded_at)},
+        "nvml": snap.gpu_status,
+        "queues": dict(gw.admission.depths()),
         "workers": [_worker(w, gw, snap) for w in snap.workers.values()],
     }
     return (200 if not problems else 503), body
@@ -58,8 +61,11 @@ def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
              "gpu_share": round(r.size_vram / r.size, 3) if r.size else None, "expires_at": r.expires_at}
             for name, r in w.resident.items()
         ],
-        "vram_total_bytes": int(w.config.vram_gib * GIB) if w.config.vram_gib else None,
-        "vram_used_bytes": sum(r.size_vram for r in w.resident.values()),
+        "vram_total_bytes": vram.capacity(w),
+        "vram_used_bytes": vram.used(w),
+        "vram_source": "nvml" if w.gpu is not None and w.gpu.ok else ("config" if w.config.vram_gib else None),
+        "gpu": None if w.gpu is None else {"index": w.gpu.index, "ok": w.gpu.ok, "name": w.gpu.name,
+                                           "utilization_pct": w.gpu.utilization_pct, "error": w.gpu.error},
         "last_probe_age_s": None if w.probed_at is None else round(gw.clock() - w.probed_at, 3),
     }
 

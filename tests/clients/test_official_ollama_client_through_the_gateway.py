@@ -41,7 +41,7 @@ async def test_chat_whole_and_streamed(client):
     whole = await client.chat(model="llama3.2:1b", messages=messages, options={"num_predict": 4})
     assert whole.done and whole.message.role == "assistant" and whole.message.content
     assert whole.eval_count == 4 and whole.done_reason == "length"
-    parts = [part async for part in await client.chat(model="llama3.2", messages=messages, stream=True,
+    parts = [part async for part in await client.chat(model="llama3.2:1b", messages=messages, stream=True,
                                                          options={"num_predict": 4})]
     assert len(parts) == 5 and parts[-1].done and not parts[0].done
     assert "".join(p.message.content for p in parts) == whole.message.content, "same prompt, same tokens"

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from tests.conftest import WorkerSpec
@@ -57,12 +59,30 @@ async def test_nothing_able_to_serve_is_503_with_retry_after(start_fleet):
         assert "no worker can serve" in (await resp.json())["error"]
 
 
-async def test_a_full_fleet_answers_503_with_retry_after_instead_of_piling_on(start_fleet):
-    fleet = await start_fleet(WorkerSpec("gpu0", tokens_per_s=20, extra_toml="max_inflight = 1\n"))
+async def test_a_full_fleet_queues_then_answers_503_with_retry_after(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0", tokens_per_s=20, extra_toml="max_inflight = 1\n"),
+                              config_extra="[admission]\nmax_queue = 1\nqueue_timeout_s = 0.3\n")
     slow = {"model": "llama3.2:1b", "prompt": "x", "options": {"num_predict": 200}}
     first = await fleet.post("/api/generate", slow)
     await first.content.readline()  # the only slot is now busy
-    async with fleet.post("/api/generate", GOOD) as resp:
+    waiting = asyncio.create_task(fleet.http.post(fleet.url + "/api/generate", json=GOOD))
+    while fleet.gateway.admission.depth("llama3.2:1b") == 0:
+        await asyncio.sleep(0.005)
+    async with fleet.post("/api/generate", GOOD) as resp:  # the queue (max 1) is full: refused at once
+        assert resp.status == 503 and resp.headers["Retry-After"] == "2"
+        assert "max_queue 1" in (await resp.json())["error"]
+    async with await waiting as resp:  # the queued request gave up after queue_timeout_s
         assert resp.status == 503 and "Retry-After" in resp.headers
-        assert "max_inflight" in (await resp.json())["error"]
+        assert "stayed busy for 0.3s" in (await resp.json())["error"]
+    first.close()
+    assert fleet.gateway.admission.depth("llama3.2:1b") == 0
+
+
+async def test_a_queued_request_is_served_when_a_slot_frees(start_fleet):
+    fleet = await start_fleet(WorkerSpec("gpu0", tokens_per_s=200, extra_toml="max_inflight = 1\n"))
+    slow = {"model": "llama3.2:1b", "prompt": "x", "options": {"num_predict": 20}}
+    first = await fleet.post("/api/generate", slow)
+    await first.content.readline()
+    async with fleet.post("/api/generate", GOOD) as resp:
+        assert resp.status == 200 and (await resp.json())["done"] is True
     first.close()

@@ -1,7 +1,10 @@
+"""Every placement rule of router.choose, on snapshots built by the real updaters."""
+
 from backends.base import Probe
 from gateway import state
-from gateway.router import ALL_FULL, UNKNOWN_MODEL, choose
-from tests.unit.fleet import config, probe, snapshot
+from gateway.inflight import InFlight
+from gateway.router import QUEUE, UNKNOWN_MODEL, choose
+from tests.unit.fleet import busy, config, probe, resident_probe, snapshot, with_vram
 
 M = "llama3:latest"
 
@@ -14,28 +17,104 @@ def test_resident_gpu_first_then_gpu_on_disk_then_cpu():
     cfg = config(("cpu0", "cpu"), ("gpu0", "gpu"), ("gpu1", "gpu"))
     snap = snapshot(cfg, {"cpu0": probe(disk=[M], resident=[M]), "gpu0": probe(disk=[M]),
                           "gpu1": probe(disk=[M], resident=[M])})
-    assert names(choose(snap, {}, M)) == [("gpu1", "resident"), ("gpu0", "on-disk"), ("cpu0", "cpu-resident")]
+    assert names(choose(snap, InFlight(), M)) == [("gpu1", "resident"), ("gpu0", "unknown-vram"),
+                                                  ("cpu0", "cpu-resident")]
 
 
-def test_fewest_in_flight_first_among_resident_copies():
+def test_fewest_in_flight_per_slot_first_among_resident_copies():
     cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
     snap = snapshot(cfg, {"gpu0": probe(disk=[M], resident=[M]), "gpu1": probe(disk=[M], resident=[M])})
-    assert names(choose(snap, {"gpu0": 3, "gpu1": 1}, M))[0] == ("gpu1", "resident")
-    assert names(choose(snap, {"gpu0": 0, "gpu1": 1}, M))[0] == ("gpu0", "resident")
+    load = InFlight()
+    with busy(load, "gpu0", M, 1):
+        assert names(choose(snap, load, M))[0] == ("gpu1", "resident")
+    with busy(load, "gpu1", M, 1):
+        assert names(choose(snap, load, M))[0] == ("gpu0", "resident")
 
 
-def test_a_full_worker_is_skipped_and_all_full_is_its_own_verdict():
+def test_a_conversation_sticks_to_its_worker_while_it_has_a_slot():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    snap = snapshot(cfg, {"gpu0": probe(disk=[M], resident=[M]), "gpu1": probe(disk=[M], resident=[M])})
+    load = InFlight()
+    load.remember_session("s1", "gpu1")
+    assert names(choose(snap, load, M, session="s1"))[0] == ("gpu1", "affinity")
+    assert names(choose(snap, load, M, session="other"))[0] == ("gpu0", "resident")
+    with busy(load, "gpu1", M, 2):  # learned 1 slot + 1 probing request: full
+        assert names(choose(snap, load, M, session="s1"))[0] == ("gpu0", "resident")
+
+
+def test_no_avoidable_load_while_a_resident_copy_has_a_slot():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    snap = snapshot(cfg, {"gpu0": resident_probe(resident={M: 2}), "gpu1": resident_probe(disk=[M])})
+    plan = choose(snap, InFlight(), M)
+    assert plan.candidates[0].worker == "gpu0" and not plan.candidates[0].loads
+    assert [c.worker for c in plan.candidates[1:]] == ["gpu1"], "the cold worker is only a failover fallback"
+
+
+def test_busy_resident_copies_mean_wait_unless_the_wait_beats_a_load():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), extra="[routing]\nload_fixed_s = 1\nload_gib_per_s = 2\n")
+    snap = snapshot(cfg, {"gpu0": resident_probe(resident={M: 2}), "gpu1": resident_probe(disk={M: 2})})
+    snap = with_vram(snap, {"gpu0": 24, "gpu1": 24})
+    load = InFlight()
+    with busy(load, "gpu0", M, 2):
+        assert choose(snap, load, M).verdict == QUEUE, "no service time measured: no reason to load"
+        load.finished(M, duration_s=0.5, load_s=None)
+        assert choose(snap, load, M, queued=1).verdict == QUEUE, "a 1 s wait is cheaper than a 2 s load"
+        load.finished(M, duration_s=30.0, load_s=None)
+        plan = choose(snap, load, M, queued=4)
+        assert names(plan)[0] == ("gpu1", "replica") and plan.candidates[0].loads
+
+
+def test_a_cold_model_lands_where_it_fits_most_headroom_first_without_eviction():
+    other = "other:latest"
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), ("gpu2", "gpu"))
+    snap = snapshot(cfg, {"gpu0": resident_probe(disk={M: 8}, resident={other: 20}),
+                          "gpu1": resident_probe(disk={M: 8}, resident={other: 10}),
+                          "gpu2": resident_probe(disk={M: 8}, resident={other: 4})})
+    snap = with_vram(snap, {"gpu0": 24, "gpu1": 24, "gpu2": 24})
+    assert names(choose(snap, InFlight(), M)) == [("gpu2", "fits"), ("gpu1", "fits"), ("gpu0", "evict")]
+
+
+def test_eviction_picks_the_coldest_idle_unpinned_model():
+    a, b, c = "a:latest", "b:latest", "c:latest"
+    cfg = config(("gpu0", "gpu"), extra=f'[models."{c}"]\npin = ["gpu0"]\n')
+    snap = snapshot(cfg, {"gpu0": resident_probe(disk={M: 6}, resident={a: 8, b: 8, c: 8})})
+    snap = with_vram(snap, {"gpu0": 24})
+    load = InFlight()
+    with load.claim("gpu0", a, now=50.0):
+        pass
+    with load.claim("gpu0", b, now=10.0):
+        pass
+    assert choose(snap, load, M).candidates[0].evicts == (b,), "b was used longest ago"
+    with busy(load, "gpu0", b, 1):
+        assert choose(snap, load, M).candidates[0].evicts == (a,), "a model with requests in flight stays"
+        with busy(load, "gpu0", a, 1):
+            assert names(choose(snap, load, M)) == [("gpu0", "spill")], "pinned c is never evicted"
+
+
+def test_a_worker_at_max_inflight_is_skipped_and_all_full_means_queue():
     cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), max_inflight={"gpu0": 2, "gpu1": 2})
-    snap = snapshot(cfg, {"gpu0": probe(disk=[M], resident=[M]), "gpu1": probe(disk=[M])})
-    assert names(choose(snap, {"gpu0": 2}, M)) == [("gpu1", "on-disk")]
-    plan = choose(snap, {"gpu0": 2, "gpu1": 2}, M)
-    assert plan.verdict == ALL_FULL and plan.candidates == ()
+    snap = snapshot(cfg, {"gpu0": probe(disk=[M]), "gpu1": probe(disk=[M])})
+    load = InFlight()
+    with busy(load, "gpu0", "x:latest", 2):
+        assert names(choose(snap, load, M)) == [("gpu1", "unknown-vram")]
+        with busy(load, "gpu1", "x:latest", 2):
+            assert choose(snap, load, M).verdict == QUEUE
+
+
+def test_max_inflight_replaces_learned_slots_for_resident_copies():
+    cfg = config(("gpu0", "gpu"), max_inflight={"gpu0": 3})
+    snap = snapshot(cfg, {"gpu0": probe(disk=[M], resident=[M])})
+    load = InFlight()
+    with busy(load, "gpu0", M, 2):
+        assert names(choose(snap, load, M)) == [("gpu0", "resident")]
+    with busy(load, "gpu0", M, 3):
+        assert choose(snap, load, M).verdict == QUEUE
 
 
 def test_a_model_no_worker_lists_is_unknown():
     cfg = config(("gpu0", "gpu"))
     snap = snapshot(cfg, {"gpu0": probe(disk=[M])})
-    assert choose(snap, {}, "nope:latest").verdict == UNKNOWN_MODEL
+    assert choose(snap, InFlight(), "nope:latest").verdict == UNKNOWN_MODEL
 
 
 def test_down_workers_that_held_the_model_are_tried_last_in_panic():
@@ -44,10 +123,12 @@ def test_down_workers_that_held_the_model_are_tried_last_in_panic():
     for _ in range(cfg.health.unhealthy_threshold):
         snap = state.with_probe(snap, "gpu0", Probe(ok=False, error="refused"), 101.0)
     assert not snap.worker("gpu0").up
-    assert names(choose(snap, {}, M)) == [("gpu1", "on-disk"), ("cpu0", "cpu-on-disk"), ("gpu0", "panic")]
+    assert names(choose(snap, InFlight(), M)) == [("gpu1", "unknown-vram"), ("cpu0", "cpu"), ("gpu0", "panic")]
 
 
 def test_before_any_worker_answered_every_worker_is_tried_blind():
     cfg = config(("cpu0", "cpu"), ("gpu0", "gpu"))
     snap = snapshot(cfg, {})
-    assert names(choose(snap, {}, M)) == [("gpu0", "panic"), ("cpu0", "panic")]
+    assert names(choose(snap, InFlight(), M)) == [("gpu0", "panic"), ("cpu0", "panic")]
+
+

@@ -1,0 +1,134 @@
+"""Keeps models warm: a pure plan_warmups(snapshot, load, now) and a bounded executor.
+
+Plans: re-arm keep_alive of resident copies before they expire; load pinned models on
+their workers; keep `keep_warm` copies on healthy GPU workers; keep any model with recent
+traffic on at least one GPU worker. New copies go where the router would put a cold load,
+never where they would evict a model with requests in flight, never by spilling to CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+import structlog
+
+from backends import for_kind
+from gateway.inflight import InFlight
+from gateway.metrics import Metrics
+from gateway.names import InvalidModelName, canonical
+from gateway.probes import Prober
+from gateway.router import Load, cold_placements
+from gateway.state import Snapshot, SnapshotHolder
+
+log = structlog.get_logger("gateway.warmer")
+NEW_COPY = ("fits", "unknown-vram", "evict")
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    worker: str
+    model: str
+    reason: str  # rearm | pin | keep_warm | demand
+    keep_alive: str | int | float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    copies: int
+    pins: tuple[str, ...]
+    keep_alive: str | int | float | None
+    reason: str
+
+
+def plan_warmups(snap: Snapshot, load: Load, demand: dict[str, float], now: float, wall_now: float) -> list[Warmup]:
+    plan: list[Warmup] = []
+    for model, want in _wants(snap, demand, now).items():
+        plan += _plan_model(snap, load, model, want, wall_now)
+    return plan
+
+
+def _wants(snap: Snapshot, demand: dict[str, float], now: float) -> dict[str, _Want]:
+    wants: dict[str, _Want] = {}
+    for name, cfg in snap.config.models.items():
+        if cfg.keep_warm or cfg.pin or cfg.keep_alive is not None:
+            try:
+                wants[canonical(name)] = _Want(cfg.keep_warm, tuple(cfg.pin), cfg.keep_alive, "keep_warm")
+            except InvalidModelName:
+                continue
+    window = snap.config.warmer.demand_window_s
+    for model, last in demand.items():
+        if now - last <= window:
+            old = wants.get(model)
+            wants[model] = _Want(max(1, old.copies if old else 0), old.pins if old else (),
+                                 old.keep_alive if old else None, old.reason if old and old.copies else "demand")
+    return wants
+
+
+def _plan_model(snap: Snapshot, load: Load, model: str, want: _Want, wall_now: float) -> list[Warmup]:
+    gpus = [w for w in snap.workers.values() if w.up and w.tier == "gpu" and w.has(model)]
+    resident = [w for w in gpus if model in w.resident]
+    soon = wall_now + snap.config.warmer.rearm_before_s
+    plan = [Warmup(w.name, model, "rearm", want.keep_alive) for w in resident
+            if (expiry := expires_at(w.resident[model].expires_at)) is not None and expiry <= soon]
+    pinned = [w for w in gpus if w.name in want.pins and model not in w.resident]
+    plan += [Warmup(w.name, model, "pin", want.keep_alive) for w in pinned]
+    missing = want.copies - len(resident) - len(pinned)
+    if missing > 0:
+        spare = [w for w in gpus if model not in w.resident and w not in pinned]
+        places = [c for c in cold_placements(snap, load, model, spare) if c.reason in NEW_COPY][:missing]
+        plan += [Warmup(c.worker, model, want.reason, want.keep_alive) for c in places]
+    return plan
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def expires_at(text: str | None) -> float | None:
+    """Ollama's RFC 3339 expiry (nanoseconds allowed) as a wall-clock timestamp."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("Z", "+00:00"))).timestamp()
+    except ValueError:
+        return None
+
+
+class Warmer:
+    """Runs plan_warmups every `[warmer] interval_s`, a bounded number of warm-ups at once."""
+
+    def __init__(self, holder: SnapshotHolder, inflight: InFlight, session: aiohttp.ClientSession, prober: Prober,
+                 metrics: Metrics, clock: Callable[[], float], wall: Callable[[], float] = time.time) -> None:
+        self._holder, self._inflight, self._session, self._prober = holder, inflight, session, prober
+        self._metrics, self._clock, self._wall = metrics, clock, wall
+
+    async def step(self) -> list[Warmup]:
+        snap = self._holder.current
+        plan = plan_warmups(snap, self._inflight, dict(self._inflight.demand()), self._clock(), self._wall())
+        if not plan:
+            return plan
+        gate = asyncio.Semaphore(snap.config.warmer.concurrency)
+        await asyncio.gather(*(self._run(snap, w, gate) for w in plan))
+        await self._prober.refresh({w.worker for w in plan})
+        return plan
+
+    async def _run(self, snap: Snapshot, warmup: Warmup, gate: asyncio.Semaphore) -> None:
+        worker = snap.worker(warmup.worker)
+        if worker is None:
+            return
+        async with gate:
+            try:
+                await for_kind(worker.config.kind).warm(self._session, worker.url, warmup.model, warmup.keep_alive,
+                                                         snap.config.failover.first_byte_timeout_s)
+            except Exception as exc:  # a failed warm-up is retried next round; it must not stop the loop
+                log.warning("warmup.failed", worker=warmup.worker, model=warmup.model, reason=warmup.reason,
+                            error=f"{type(exc).__name__}: {exc}")
+                return
+        if warmup.reason != "rearm":
+            self._metrics.loads.labels(warmup.worker, warmup.model, warmup.reason).inc()
+            log.info("model.warmed", worker=warmup.worker, model=warmup.model, reason=warmup.reason)
