@@ -55,6 +55,10 @@ class InFlight:
         pair = self._pairs.get((worker, model))
         return pair.last_used if pair else 0.0
 
+    def active_models(self, worker: str, since: float) -> list[str]:
+        """Models this worker got requests for that are in flight or newer than `since` (its last probe)."""
+        return [m for (w, m), p in self._pairs.items() if w == worker and m and (p.inflight or p.last_used > since)]
+
     def service_s(self, model: str) -> float | None:
         return self._service_s.get(model)
 

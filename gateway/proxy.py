@@ -57,6 +57,7 @@ class Outcome:
     session: str | None = None
     tokens: int | None = None
     load_s: float | None = None
+    service_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,10 @@ class Proxy:
 
     def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
         if outcome.outcome == "ok":
-            self._inflight.finished(plan.model, time.monotonic() - outcome.started, outcome.load_s)
+            busy_s = outcome.service_s  # the worker's own prompt + decode time: no queueing, no load
+            if busy_s is None:
+                busy_s = max(0.0, time.monotonic() - outcome.started - (outcome.load_s or 0.0))
+            self._inflight.finished(plan.model, busy_s, outcome.load_s)
             self._inflight.remember_session(outcome.session, candidate.worker)
         if candidate.loads:
             self._metrics.loads.labels(candidate.worker, plan.model, candidate.reason).inc()
@@ -201,8 +205,11 @@ def read_final_fields(line: bytes, outcome: Outcome) -> None:
         return
     if isinstance(final, dict):
         count, load_ns = final.get("eval_count"), final.get("load_duration")
+        prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
         outcome.tokens = count if isinstance(count, int) else None
         outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
+        if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
+            outcome.service_s = (prompt_ns + eval_ns) / 1e9
 
 
 def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, retry_after_s: int) -> Exception:

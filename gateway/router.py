@@ -13,6 +13,7 @@ load time, in which case a replica is loaded where it fits.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class Load(Protocol):
     def model_inflight(self, worker: str, model: str) -> int: ...
     def slots(self, worker: str, model: str) -> int: ...
     def last_used(self, worker: str, model: str) -> float: ...
+    def active_models(self, worker: str, since: float) -> list[str]: ...
     def service_s(self, model: str) -> float | None: ...
     def load_s(self, model: str) -> float | None: ...
     def session_worker(self, key: str | None) -> str | None: ...
@@ -64,9 +66,9 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
         blind = [] if any(w.ever_up for w in workers) else _gpu_first(workers)
         return Plan(model, tuple(Candidate(w.name, "panic") for w in blind), "ok" if blind else UNKNOWN_MODEL)
     up = [w for w in holders if w.up]
-    resident = [w for w in up if w.tier == "gpu" and model in w.resident]
+    resident = [w for w in up if w.tier == "gpu" and _resident(w, model, load)]
     ready = [w for w in resident if _has_slot(w, model, load)]
-    cold = cold_placements(snap, load, model, [w for w in up if w.tier == "gpu" and model not in w.resident])
+    cold = cold_placements(snap, load, model, [w for w in up if w.tier == "gpu" and w not in resident])
     cpu = _cpu(load, model, [w for w in up if w.tier == "cpu"])
     panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.up])]
     if ready:
@@ -79,6 +81,14 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
     if candidates:
         return Plan(model, candidates)
     return Plan(model, (), QUEUE if up else UNKNOWN_MODEL)
+
+
+def _resident(w: WorkerView, model: str, load: Load) -> bool:
+    """Resident by the last probe, or by our own traffic since then: a copy we sent requests to
+    after the probe ran is loaded or loading, whatever that probe said."""
+    if model in w.resident or load.model_inflight(w.name, model):
+        return True
+    return w.probed_at is not None and load.last_used(w.name, model) > w.probed_at
 
 
 def _slots(w: WorkerView, model: str, load: Load) -> int:
@@ -96,9 +106,11 @@ def _has_slot(w: WorkerView, model: str, load: Load) -> bool:
 
 
 def _order_ready(ready: list[WorkerView], load: Load, model: str, session: str | None) -> list[Candidate]:
+    """The session's last worker first; then least busy per slot; ties broken by rendezvous hashing
+    of the session, so new conversations spread over equal workers and each keeps its own."""
     sticky = load.session_worker(session)
     ranked = sorted(ready, key=lambda w: (w.name != sticky, load.model_inflight(w.name, model) / _slots(w, model, load),
-                                          load.get(w.name)))
+                                          load.get(w.name), _rendezvous(session, w.name)))
     return [Candidate(w.name, "affinity" if w.name == sticky else "resident") for w in ranked]
 
 
@@ -109,19 +121,29 @@ def cold_placements(snap: Snapshot, load: Load, model: str, workers: list[Worker
     for w in workers:
         if _worker_full(w, load):
             continue
-        free = vram.free(w)
+        free = _free(snap, w, load)
         if free is None or need is None:
             unknown.append(w)
         elif need <= free:
-            fits.append((free - need, w))
+            fits.append((free - need, load.get(w.name), w))
         elif (victims := _victims(snap, load, w, need - free)) is not None:
             evict.append((max((load.last_used(w.name, m) for m in victims), default=0.0), len(victims), w, victims))
         else:
             spill.append(w)
-    out = [Candidate(w.name, "fits") for _, w in sorted(fits, key=lambda t: -t[0])]
+    out = [Candidate(w.name, "fits") for _, _, w in sorted(fits, key=lambda t: (-t[0], t[1]))]
     out += [Candidate(w.name, "unknown-vram") for w in sorted(unknown, key=lambda w: load.get(w.name))]
     out += [Candidate(w.name, "evict", tuple(v)) for _, _, w, v in sorted(evict, key=lambda t: (t[0], t[1]))]
     return out + [Candidate(w.name, "spill") for w in spill]
+
+
+def _free(snap: Snapshot, w: WorkerView, load: Load) -> int | None:
+    """Free VRAM as probed, less what models we sent since then are taking (loads the probe missed)."""
+    free = vram.free(w)
+    if free is None:
+        return None
+    since = w.probed_at if w.probed_at is not None else float("-inf")
+    pending = [m for m in load.active_models(w.name, since) if m not in w.resident]
+    return max(0, free - sum(vram.footprint(snap, m) or 0 for m in pending))
 
 
 def _victims(snap: Snapshot, load: Load, w: WorkerView, missing: int) -> list[str] | None:
@@ -156,6 +178,10 @@ def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[Work
     slots = sum(_slots(w, model, load) for w in resident)
     wait_s = (queued + 1) * service_s / max(1, slots)
     return wait_s > vram.predicted_load_s(snap, model, load.load_s(model))
+
+
+def _rendezvous(session: str | None, worker: str) -> int:
+    return zlib.crc32(f"{session}\x00{worker}".encode()) if session else 0
 
 
 def _gpu_first(workers: list[WorkerView]) -> list[WorkerView]:

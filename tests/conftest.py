@@ -64,7 +64,7 @@ def worker_toml(spec: WorkerSpec, url: str) -> str:
 async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(*specs: WorkerSpec, config_extra: str = "") -> Fleet:
+    async def start(*specs: WorkerSpec, config_extra: str = "", gpu_reader=None) -> Fleet:
         workers, servers, urls, tomls = {}, {}, {}, []
         for spec in specs:
             worker = SimWorker(name=spec.name, models=parse_models(spec.models), tier=spec.tier,
@@ -75,7 +75,7 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
             workers[spec.name], servers[spec.name], urls[spec.name] = worker, server, url
             tomls.append(worker_toml(spec, url))
         config = parse_config(("\n".join(tomls) + "\n" + config_extra).encode())
-        app = build_app(Settings(), config, run_loops=False)
+        app = build_app(Settings(), config, run_loops=False, gpu_reader=gpu_reader)
         server = await aiohttp_server(app)
         http = aiohttp.ClientSession()
         sessions.append(http)

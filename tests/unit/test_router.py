@@ -37,7 +37,9 @@ def test_a_conversation_sticks_to_its_worker_while_it_has_a_slot():
     load = InFlight()
     load.remember_session("s1", "gpu1")
     assert names(choose(snap, load, M, session="s1"))[0] == ("gpu1", "affinity")
-    assert names(choose(snap, load, M, session="other"))[0] == ("gpu0", "resident")
+    assert names(choose(snap, load, M, session="other"))[0][1] == "resident"
+    spread = {choose(snap, load, M, session=f"new-{i}").candidates[0].worker for i in range(20)}
+    assert spread == {"gpu0", "gpu1"}, "new conversations spread over equal workers"
     with busy(load, "gpu1", M, 2):  # learned 1 slot + 1 probing request: full
         assert names(choose(snap, load, M, session="s1"))[0] == ("gpu0", "resident")
 
@@ -48,6 +50,20 @@ def test_no_avoidable_load_while_a_resident_copy_has_a_slot():
     plan = choose(snap, InFlight(), M)
     assert plan.candidates[0].worker == "gpu0" and not plan.candidates[0].loads
     assert [c.worker for c in plan.candidates[1:]] == ["gpu1"], "the cold worker is only a failover fallback"
+
+
+def test_a_copy_still_loading_counts_as_resident_so_a_burst_loads_it_once():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    snap = snapshot(cfg, {"gpu0": resident_probe(disk={M: 2}), "gpu1": resident_probe(disk={M: 2})})
+    snap = with_vram(snap, {"gpu0": 24, "gpu1": 24})
+    load = InFlight()
+    first = choose(snap, load, M).candidates[0]
+    assert first.loads
+    with busy(load, first.worker, M, 1):  # the probe has not seen the load yet
+        second = choose(snap, load, M).candidates[0]
+        assert (second.worker, second.loads) == (first.worker, False)
+        with busy(load, first.worker, M, 1):
+            assert choose(snap, load, M).verdict == QUEUE
 
 
 def test_busy_resident_copies_mean_wait_unless_the_wait_beats_a_load():
