@@ -45,11 +45,11 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         session = injected or new_session()
         holder = state.SnapshotHolder(state.initial(config, wall_now=time.time(), now=clock()))
         inflight, metrics = InFlight(), Metrics()
-        metrics.watch(lambda: holder.current, inflight.view)
         prober = Prober(holder, session, clock)
         gpus = GpuWatch(holder, gpu_reader or NvmlReader())
         warmer = Warmer(holder, inflight, session, prober, metrics, clock)
         admission = Admission()
+        metrics.watch(lambda: holder.current, inflight.view, admission.depths)
         proxy = Proxy(session, holder, inflight, metrics, clock, on_release=admission.release)
         app[GATEWAY] = Gateway(settings, holder, inflight, metrics, session, proxy, prober, admission, warmer, gpus,
                                clock)

@@ -37,8 +37,9 @@ class Metrics:
         self.failovers = Counter("beacon_failovers", "Attempts abandoned for the next candidate, by reason",
                                  ["reason"], registry=r)
 
-    def watch(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]]) -> None:
-        self.registry.register(_FleetCollector(current, inflight))
+    def watch(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]],
+              queues: Callable[[], Mapping[str, int]] = dict) -> None:
+        self.registry.register(_FleetCollector(current, inflight, queues))
 
 
 def model_label(snapshot: Snapshot, model: str) -> str:
@@ -55,8 +56,9 @@ def model_label(snapshot: Snapshot, model: str) -> str:
 
 
 class _FleetCollector(Collector):
-    def __init__(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]]) -> None:
-        self._current, self._inflight = current, inflight
+    def __init__(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]],
+                 queues: Callable[[], Mapping[str, int]]) -> None:
+        self._current, self._inflight, self._queues = current, inflight, queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap, counts = self._current(), self._inflight()
@@ -69,4 +71,11 @@ class _FleetCollector(Collector):
             busy.add_metric([w.name], float(counts.get(w.name, 0)))
             for model in w.resident:
                 resident.add_metric([model, w.name], 1.0)
-        yield from (up, busy, resident)
+        queued = GaugeMetricFamily("beacon_queue_depth", "Requests waiting for a slot, by model", labels=["model"])
+        totals: dict[str, int] = {}
+        for model, depth in self._queues().items():  # several unknown models share the `other` label
+            label = model_label(snap, model)
+            totals[label] = totals.get(label, 0) + depth
+        for label, depth in totals.items():
+            queued.add_metric([label], float(depth))
+        yield from (up, busy, resident, queued)

@@ -96,3 +96,18 @@ def test_no_workers_toml_syntax_and_unreadable_files_are_errors(tmp_path):
 
 def test_version_changes_with_the_file_contents():
     assert parse_config(MINIMAL).version != parse_config(MINIMAL + b"\n[health]\ninterval_s = 5\n").version
+
+
+def test_the_example_documents_every_key_of_the_schema():
+    import re
+
+    from gateway import config as schema
+
+    sections = {"workers": schema.WorkerConfig, "models": schema.ModelConfig}
+    for name, field in schema.RoutingConfig.model_fields.items():
+        sections.setdefault(name, field.annotation)
+    comments = "\n".join(line for line in (ROOT / "config.example.toml").read_text().splitlines()
+                         if line.lstrip().startswith("#"))
+    missing = [f"{section}.{key}" for section, model in sections.items() for key in model.model_fields
+               if not re.search(rf"\b{key}\b", comments)]
+    assert missing == [], f"config.example.toml does not explain: {missing}"
