@@ -1,0 +1,116 @@
+"""The documented commands, run as real processes: check-config, serve, status, sim-worker, demo."""
+
+import asyncio
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "gateway"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(*CLI, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def wait_http(url: str, seconds: float = 20.0) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(seconds / 0.1)):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+async def test_check_config_exits_0_when_valid_and_2_listing_every_error(tmp_path):
+    code, out, _ = await run("check-config", "config.example.toml")
+    assert code == 0 and "ok (3 workers" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[workers]]\nname = "g"\nurl = "nope"\nkind = "ollama"\ntypo = 1\n')
+    code, _, err = await run("check-config", str(bad))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 2
+    assert any("workers[0].url" in x for x in lines) and any("workers[0].typo: unknown key" in x for x in lines)
+
+
+@pytest.fixture
+async def processes():
+    procs = []
+
+    async def start(*args: str):
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_and_status_in_front_of_a_sim_worker_process(processes, tmp_path):
+    worker_port, gateway_port = free_port(), free_port()
+    await processes(*CLI, "sim-worker", "--port", str(worker_port), "--name", "gpu0", "--models", "tiny:1b=0.1GiB",
+                    "--load-s-per-gib", "0.01", "--tokens-per-s", "5000")
+    await wait_http(f"http://127.0.0.1:{worker_port}/")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[workers]]\nname = "gpu0"\nurl = "http://127.0.0.1:{worker_port}"\nkind = "ollama"\n'
+                      "[health]\ninterval_s = 0.2\n")
+    gateway = await processes(*CLI, "serve", "--config", str(config), "--listen", f"127.0.0.1:{gateway_port}")
+    url = f"http://127.0.0.1:{gateway_port}"
+    await wait_http(url + "/health/live")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url + "/api/generate", json={"model": "tiny:1b", "prompt": "x", "stream": False}) as r:
+            assert r.status == 200 and (await r.json())["done"] is True
+    for _ in range(20):  # the next probe shows the model loaded
+        code, out, _ = await run("status", "--url", url)
+        if "tiny:1b" in out:
+            break
+    assert code == 0 and "gpu0" in out and "healthy" in out and "tiny:1b" in out
+    gateway.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gateway.wait(), 10) == 0
+
+
+async def test_serve_refuses_an_invalid_config_with_exit_2(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[[workers]]\n")
+    code, _, err = await run("serve", "--config", str(config))
+    assert code == 2 and "workers[0].name: required key is missing" in err
+
+
+async def test_demo_starts_a_fleet_and_stops_on_ctrl_c(processes):
+    port = free_port()
+    demo = await processes(*CLI, "demo", "--listen", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    await wait_http(url + "/api/tags")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + "/api/tags") as r:
+            names = {m["name"] for m in (await r.json())["models"]}
+        body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "stream": False,
+                "options": {"num_predict": 2}}
+        async with http.post(url + "/api/chat", json=body) as r:
+            assert r.status == 200 and r.headers["X-Beacon-Worker"] in ("gpu0", "gpu1")
+    assert {"llama3.2:1b", "qwen2.5:7b", "llama3.1:8b"} <= names
+    demo.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(demo.wait(), 10) == 0
+    output = (await demo.stdout.read()).decode()
+    assert "beacon-gateway demo is running" in output and "OLLAMA_HOST=" in output
