@@ -2,8 +2,9 @@
 
 from backends.base import Backend, ModelEntry, Probe, ResidentModel
 from backends.ollama import OllamaBackend
+from backends.openai_compat import OpenAIBackend
 
-_BACKENDS: dict[str, Backend] = {"ollama": OllamaBackend()}
+_BACKENDS: dict[str, Backend] = {"ollama": OllamaBackend(), "openai": OpenAIBackend()}
 
 
 def for_kind(kind: str) -> Backend:

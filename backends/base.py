@@ -15,11 +15,13 @@ import aiohttp
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
-    """A model a worker holds on disk (one `/api/tags` entry)."""
+    """A model a worker holds on disk (one `/api/tags` entry). `upstream_id` is the worker's own
+    id for it when that differs from the Ollama-style `name` (llama.cpp aliases, file names)."""
 
     name: str
     size: int
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    upstream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +34,13 @@ class ResidentModel:
     expires_at: str | None = None
     context_length: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    upstream_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """What one active probe learned about a worker."""
+    """What one active probe learned about a worker. `slots_total`/`slots_busy` when the
+    worker reports them (llama.cpp), else None."""
 
     ok: bool
     error: str | None = None
@@ -44,12 +48,39 @@ class Probe:
     models: tuple[ModelEntry, ...] = ()
     resident: tuple[ResidentModel, ...] = ()
     latency_s: float = 0.0
+    slots_total: int | None = None
+    slots_busy: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FrontRequest:
+    """What the client asked, in Ollama's terms, after the gateway resolved the model name."""
+
+    endpoint: str  # chat | generate | embed | embeddings | show
+    path: str
+    body: bytes
+    data: Mapping[str, Any]
+    model: str  # the name clients see (Ollama-style)
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """The request as one worker kind takes it, and how to turn its answer into Ollama's shape.
+    With no translator and no `whole`, bytes pass through untouched (Ollama workers)."""
+
+    method: str
+    path: str
+    body: bytes | None
+    translator: Any = None  # backends.answers.Translator for chat/generate
+    whole: Any = None  # bytes -> bytes for embed/show answers
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Backend(Protocol):
     kind: str
 
-    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float) -> Probe: ...
+    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe: ...
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float) -> None: ...

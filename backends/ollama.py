@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
-from backends.base import ModelEntry, ModelShape, Probe, ResidentModel
+from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
 
 # A pooled keep-alive connection the worker already closed shows up as a disconnect on
 # first use; one quick retry absorbs that without hiding a worker that is really down.
@@ -31,18 +31,19 @@ _WARM_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohtt
 class OllamaBackend:
     kind = "ollama"
 
-    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float) -> Probe:
+    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe:
         started = time.perf_counter()
         client = RetryClient(client_session=session, retry_options=_PROBE_RETRY)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             tags, ps, version = await asyncio.gather(
-                _get_json(client, f"{url}/api/tags", timeout),
-                _get_json(client, f"{url}/api/ps", timeout),
-                _get_json(client, f"{url}/api/version", timeout),
+                _get_json(client, f"{url}/api/tags", timeout, headers),
+                _get_json(client, f"{url}/api/ps", timeout, headers),
+                _get_json(client, f"{url}/api/version", timeout, headers),
             )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            return Probe(ok=False, error=_describe(exc), latency_s=time.perf_counter() - started)
+            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
         return Probe(
             ok=True,
             version=str(version.get("version") or "") or None,
@@ -51,6 +52,10 @@ class OllamaBackend:
             latency_s=time.perf_counter() - started,
         )
 
+
+    def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+        """Ollama workers take the client's own bytes on the same path."""
+        return UpstreamCall("POST", front.path, front.body)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float) -> None:
@@ -91,8 +96,9 @@ def parse_shape(info: Mapping[str, Any]) -> ModelShape | None:
         return None
 
 
-async def _get_json(client: RetryClient, url: str, timeout: aiohttp.ClientTimeout) -> Mapping[str, Any]:
-    async with client.get(url, timeout=timeout) as resp:
+async def _get_json(client: RetryClient, url: str, timeout: aiohttp.ClientTimeout,
+                    headers: Mapping[str, str] | None) -> Mapping[str, Any]:
+    async with client.get(url, timeout=timeout, headers=headers) as resp:
         body = await resp.read()
         if resp.status != 200:
             raise ValueError(f"GET {url.rsplit('/', 2)[-2:]} answered {resp.status}")
@@ -132,7 +138,7 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "probe timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):

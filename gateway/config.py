@@ -8,6 +8,7 @@ No network, no side effects beyond reading the file.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from gateway.names import InvalidModelName, canonical
 
-SUPPORTED_KINDS = ("ollama",)
+SUPPORTED_KINDS = ("ollama", "llamacpp", "openai")
 TIERS = ("gpu", "cpu")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -37,6 +38,13 @@ class WorkerConfig(_Strict):
     vram_gib: PositiveFloat | None = None
     gpu_index: Annotated[int, Field(ge=0)] | None = None
     max_inflight: PositiveInt | None = None
+    models: dict[str, str] = {}
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        """The worker's credentials, read from the environment at use: never stored or logged."""
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     @field_validator("url")
     @classmethod

@@ -42,7 +42,9 @@ class Prober:
 
     async def _probe(self, worker: WorkerView, timeout_s: float) -> Probe:
         try:
-            return await for_kind(worker.config.kind).probe(self._session, worker.url, timeout_s)
+            return await for_kind(worker.config.kind).probe(self._session, worker.url, timeout_s,
+                                                            headers=worker.config.auth_headers(),
+                                                            names=worker.config.models)
         except Exception as exc:  # a backend bug must not take the whole step down
             log.exception("probe.crashed", worker=worker.name)
             return Probe(ok=False, error=f"probe crashed: {type(exc).__name__}")

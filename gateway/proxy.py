@@ -1,9 +1,9 @@
-"""Runs a Plan: send to each candidate in turn, fail over before the first byte, relay.
+"""Runs a Plan: prepare the request for each candidate's kind, send, fail over before the first byte.
 
 Before any byte reached the client, a connect error, a 5xx/429, a timeout or a dropped
-answer moves on to the next candidate. Once bytes flow they are relayed as they arrive;
-a stream cut by the worker ends with one Ollama error line. Never decides where to go
-(that is router.choose) and never writes the snapshot except the one passive-health report.
+answer moves on to the next candidate (relay.py relays what comes back). Never decides
+where to go (that is router.choose) and never writes the snapshot except the one
+passive-health report of a refused connection.
 """
 
 from __future__ import annotations
@@ -14,30 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-import orjson
 import structlog
 from aiohttp import web
 
-from backends.streams import error_line
+from backends import for_kind
+from backends.base import FrontRequest, UpstreamCall
+from backends.translate import Unsupported
 from gateway import state
-from gateway.errors import NoCapacity, UpstreamFailed, UpstreamTimeout
+from gateway.errors import BadRequest, NoCapacity, UpstreamFailed, UpstreamTimeout
 from gateway.inflight import Claim, InFlight
 from gateway.metrics import Metrics
+from gateway.relay import AttemptFailed, answer, describe
 from gateway.router import Candidate, Plan
-from gateway.state import SnapshotHolder
+from gateway.state import SnapshotHolder, WorkerView
 
 log = structlog.get_logger("gateway.proxy")
-
-STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-class AttemptFailed(Exception):
-    """One candidate could not answer; `kind` says how (connect, timeout, status, dropped)."""
-
-    def __init__(self, kind: str, detail: str, status: int | None = None) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.status = kind, detail, status
 
 
 @dataclass(slots=True)
@@ -60,16 +51,6 @@ class Outcome:
     service_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """The request as sent to a worker: same path and bytes for Ollama workers."""
-
-    method: str
-    path: str
-    body: bytes
-    headers: dict[str, str]
-
-
 class Proxy:
     def __init__(self, session: aiohttp.ClientSession, holder: SnapshotHolder, inflight: InFlight,
                  metrics: Metrics, clock: Callable[[], float] = time.monotonic,
@@ -77,18 +58,24 @@ class Proxy:
         self._session, self._holder, self._inflight = session, holder, inflight
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
 
-    async def run(self, request: web.Request, plan: Plan, upstream: Upstream, outcome: Outcome) -> web.StreamResponse:
+    async def run(self, request: web.Request, plan: Plan, front: FrontRequest, outcome: Outcome,
+                  request_id: str) -> web.StreamResponse:
         snap = self._holder.current
-        failover = snap.config.failover
         failures: list[AttemptFailed] = []
-        for candidate in plan.candidates[: failover.max_attempts]:
+        refusals: list[str] = []
+        for candidate in plan.candidates[: snap.config.failover.max_attempts]:
             worker = snap.worker(candidate.worker)
             if worker is None:
+                continue
+            try:
+                call = prepare(worker, front, request_id)
+            except Unsupported as exc:
+                refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                 continue
             outcome.worker, outcome.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
-                    response = await self._attempt(request, worker.url, upstream, outcome, claim)
+                    response = await self._attempt(request, worker.url, call, outcome, claim)
                     self._committed(plan, candidate, outcome)
                     return response
             except AttemptFailed as exc:
@@ -97,6 +84,9 @@ class Proxy:
                 self._report_failure(worker.name, exc)
             finally:
                 self._on_release(plan.model)
+        if refusals and not failures:
+            outcome.outcome, outcome.status = "bad_request", 400
+            raise BadRequest("; ".join(refusals))
         raise _final_error(plan, failures, outcome, snap.config.server.retry_after_s)
 
     def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
@@ -111,79 +101,22 @@ class Proxy:
             log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
                      evicts=list(candidate.evicts) or None, load_s=outcome.load_s)
 
-    async def _attempt(self, request: web.Request, base_url: str, up: Upstream, outcome: Outcome,
+    async def _attempt(self, request: web.Request, base_url: str, call: UpstreamCall, outcome: Outcome,
                        claim: Claim) -> web.StreamResponse:
         failover = self._holder.current.config.failover
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s)
         try:
             async with asyncio.timeout(failover.first_byte_timeout_s):
-                resp = await self._session.request(up.method, base_url + up.path, data=up.body,
-                                                   headers=up.headers, timeout=timeout)
+                resp = await self._session.request(call.method, base_url + call.path, data=call.body,
+                                                   headers=call.headers, timeout=timeout)
         except TimeoutError:
             raise AttemptFailed("timeout", f"no answer within {failover.first_byte_timeout_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise AttemptFailed("connect", f"cannot connect: {exc.os_error.strerror or exc.os_error}") from None
         except aiohttp.ClientError as exc:
-            raise AttemptFailed("dropped", f"connection failed: {_describe(exc)}") from None
+            raise AttemptFailed("dropped", f"connection failed: {describe(exc)}") from None
         async with resp:
-            return await self._answer(request, resp, outcome, failover, claim)
-
-    async def _answer(self, request: web.Request, resp: aiohttp.ClientResponse, outcome: Outcome,
-                      failover, claim: Claim) -> web.StreamResponse:
-        if resp.status in RETRYABLE_STATUS:
-            detail = await _error_detail(resp)
-            raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
-        if resp.content_type in STREAM_TYPES and resp.status == 200:
-            return await self._relay_stream(request, resp, outcome, failover, claim)
-        try:
-            async with asyncio.timeout(failover.first_byte_timeout_s):
-                body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AttemptFailed("dropped", f"answer cut short: {_describe(exc)}") from None
-        outcome.ttfb_s = time.monotonic() - outcome.started
-        outcome.status, outcome.outcome = resp.status, "ok" if resp.status < 400 else "client_error"
-        if resp.status == 200 and outcome.endpoint in ACCOUNTED:
-            read_final_fields(body, outcome)
-        return web.Response(status=resp.status, body=body, headers=_reply_headers(resp, outcome))
-
-    async def _relay_stream(self, request: web.Request, resp: aiohttp.ClientResponse, outcome: Outcome,
-                            failover, claim: Claim) -> web.StreamResponse:
-        try:
-            async with asyncio.timeout(failover.first_byte_timeout_s):
-                first = await resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise AttemptFailed("dropped", f"stream failed before its first byte: {_describe(exc)}") from None
-        if not first:
-            raise AttemptFailed("dropped", "stream ended before its first byte")
-        outcome.ttfb_s = time.monotonic() - outcome.started
-        claim.first_byte()
-        out = web.StreamResponse(status=resp.status, headers=_reply_headers(resp, outcome))
-        await out.prepare(request)
-        outcome.status = resp.status
-        await self._pump(out, resp, first, outcome, failover.stream_idle_timeout_s)
-        return out
-
-    async def _pump(self, out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes,
-                    outcome: Outcome, idle_s: float) -> None:
-        ends_line, prev, last = True, b"", b""
-        try:
-            while chunk:
-                await out.write(chunk)
-                ends_line = chunk.endswith(b"\n")
-                prev, last = last, chunk  # the final line may straddle two chunks
-                async with asyncio.timeout(idle_s):
-                    chunk = await resp.content.readany()
-        except ConnectionResetError:
-            outcome.outcome = "client_gone"  # leaving `async with resp` closes upstream: generation stops
-            return
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome.outcome = "cut"
-            message = f"worker {outcome.worker} failed mid-stream: {_describe(exc)}"
-            await _write_quietly(out, (b"" if ends_line else b"\n") + error_line(message))
-            return
-        outcome.outcome = "ok"
-        read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
-        await _write_quietly(out, b"", eof=True)
+            return await answer(request, resp, call, outcome, claim, failover)
 
     def _report_failure(self, worker: str, exc: AttemptFailed) -> None:
         self._metrics.failovers.labels(reason=exc.kind).inc()
@@ -192,24 +125,15 @@ class Proxy:
             self._holder.update(lambda s: state.with_failure(s, worker, exc.detail, now))
 
 
-ACCOUNTED = frozenset({"chat", "generate"})
-
-
-def read_final_fields(line: bytes, outcome: Outcome) -> None:
-    """Tokens and load time from an Ollama final line: parsed once per request, not per chunk."""
-    if b'"done":true' not in line.replace(b" ", b""):
-        return
-    try:
-        final = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return
-    if isinstance(final, dict):
-        count, load_ns = final.get("eval_count"), final.get("load_duration")
-        prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
-        outcome.tokens = count if isinstance(count, int) else None
-        outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
-        if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
-            outcome.service_s = (prompt_ns + eval_ns) / 1e9
+def prepare(worker: WorkerView, front: FrontRequest, request_id: str) -> UpstreamCall:
+    """The request as this worker's kind takes it, under the worker's own id for the model."""
+    entry = worker.models.get(front.model) or worker.resident.get(front.model)
+    model_id = (entry.upstream_id or entry.name) if entry else front.model
+    call = for_kind(worker.config.kind).prepare(front, model_id)
+    call.headers.setdefault("Content-Type", "application/json")
+    call.headers["X-Request-ID"] = request_id
+    call.headers.update(worker.config.auth_headers())
+    return call
 
 
 def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, retry_after_s: int) -> Exception:
@@ -223,39 +147,3 @@ def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, re
         return UpstreamTimeout(f"workers timed out for model {plan.model!r} ({summary})")
     outcome.outcome, outcome.status = "upstream_error", 502
     return UpstreamFailed(f"every worker failed for model {plan.model!r} ({summary})")
-
-
-async def _error_detail(resp: aiohttp.ClientResponse) -> str:
-    try:
-        async with asyncio.timeout(2):
-            body = await resp.content.read(4096)
-        message = orjson.loads(body).get("error")
-        if isinstance(message, dict):
-            message = message.get("message")
-    except Exception:  # the detail is best effort; the status already says it failed
-        message = None
-    return f"{resp.status} {message}" if message else f"answered {resp.status}"
-
-
-def _reply_headers(resp: aiohttp.ClientResponse, outcome: Outcome) -> dict[str, str]:
-    headers = {"X-Request-ID": outcome.request_id, "X-Beacon-Worker": outcome.worker}
-    if ctype := resp.headers.get("Content-Type"):
-        headers["Content-Type"] = ctype
-    return headers
-
-
-async def _write_quietly(out: web.StreamResponse, data: bytes, eof: bool = False) -> None:
-    try:
-        if data:
-            await out.write(data)
-        if eof:
-            await out.write_eof()
-    except ConnectionResetError:
-        pass
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from backends.base import FrontRequest
 from backends.ollama import parse_ps
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import GatewayError, ModelNotFound, NoCapacity, UpstreamFailed
@@ -27,7 +28,6 @@ from gateway.handlers.common import (
     refusal,
     resolve,
 )
-from gateway.proxy import Upstream
 from gateway.router import UNKNOWN_MODEL, Plan, choose
 
 RUNNING = "Ollama is running"
@@ -56,8 +56,8 @@ async def infer(request: web.Request) -> web.StreamResponse:
         plan = await _plan(gw, model, outcome.session)
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked)
-        upstream = Upstream("POST", request.path, body, _forward_headers(request))
-        return await gw.proxy.run(request, plan, upstream, outcome)
+        front = FrontRequest(outcome.endpoint, request.path, body, data, model)
+        return await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
     except GatewayError as exc:
         outcome.status = outcome.status or exc.status
         outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
@@ -94,10 +94,6 @@ def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
         return None
     text = f"{system}\x00{first}".encode("utf-8", "replace")
     return "p:" + hashlib.blake2b(text, digest_size=8).hexdigest()
-
-
-def _forward_headers(request: web.Request) -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-Request-ID": request[REQUEST_ID]}
 
 
 async def version(request: web.Request) -> web.Response:

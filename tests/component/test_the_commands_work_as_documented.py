@@ -41,7 +41,7 @@ async def wait_http(url: str, seconds: float = 20.0) -> None:
 
 async def test_check_config_exits_0_when_valid_and_2_listing_every_error(tmp_path):
     code, out, _ = await run("check-config", "config.example.toml")
-    assert code == 0 and "ok (3 workers" in out
+    assert code == 0 and "ok (4 workers" in out
     bad = tmp_path / "bad.toml"
     bad.write_text('[[workers]]\nname = "g"\nurl = "nope"\nkind = "ollama"\ntypo = 1\n')
     code, _, err = await run("check-config", str(bad))

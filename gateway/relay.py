@@ -1,0 +1,175 @@
+"""Relaying one worker's answer to the client: whole or streamed, passed through or translated.
+
+Before the first byte reaches the client any failure raises AttemptFailed (the proxy moves
+on); after it, a failure ends the stream with one Ollama error line. Streams are written
+chunk by chunk as they arrive; Ollama workers' bytes are never parsed on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from backends.base import UpstreamCall
+from backends.streams import error_line
+from gateway.inflight import Claim
+
+STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+ACCOUNTED = frozenset({"chat", "generate"})
+
+
+class AttemptFailed(Exception):
+    """One candidate could not answer; `kind` says how (connect, timeout, status, busy, dropped)."""
+
+    def __init__(self, kind: str, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.kind, self.detail, self.status = kind, detail, status
+
+
+async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: UpstreamCall, outcome, claim: Claim,
+                 failover) -> web.StreamResponse:
+    if resp.status in RETRYABLE_STATUS:
+        detail = await error_detail(resp)
+        raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
+    if resp.content_type in STREAM_TYPES and resp.status == 200:
+        return await _stream(request, resp, call, outcome, claim, failover)
+    try:
+        async with asyncio.timeout(failover.first_byte_timeout_s):
+            body = await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AttemptFailed("dropped", f"answer cut short: {describe(exc)}") from None
+    outcome.ttfb_s = time.monotonic() - outcome.started
+    outcome.status, outcome.outcome = resp.status, "ok" if resp.status < 400 else "client_error"
+    headers = reply_headers(resp, outcome)
+    if resp.status >= 400 and (call.translator or call.whole):
+        body, headers["Content-Type"] = _ollama_error(body, resp.status), "application/json"
+    elif call.translator or call.whole:
+        body = _translate_whole(call, body)
+        headers["Content-Type"] = "application/json"
+    if resp.status == 200 and outcome.endpoint in ACCOUNTED:
+        read_final_fields(body, outcome)
+    return web.Response(status=resp.status, body=body, headers=headers)
+
+
+def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
+    try:
+        return call.translator.whole(body) if call.translator else call.whole(body)
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        raise AttemptFailed("malformed", f"answer could not be read: {describe(exc)}") from None
+
+
+async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover) -> web.StreamResponse:
+    try:
+        async with asyncio.timeout(failover.first_byte_timeout_s):
+            first = await resp.content.readany()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AttemptFailed("dropped", f"stream failed before its first byte: {describe(exc)}") from None
+    if not first:
+        raise AttemptFailed("dropped", "stream ended before its first byte")
+    outcome.ttfb_s = time.monotonic() - outcome.started
+    claim.first_byte()
+    headers = reply_headers(resp, outcome)
+    if call.translator:
+        headers["Content-Type"] = "application/x-ndjson"
+    out = web.StreamResponse(status=resp.status, headers=headers)
+    await out.prepare(request)
+    outcome.status = resp.status
+    await _pump(out, resp, first, call, outcome, failover.stream_idle_timeout_s)
+    return out
+
+
+async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes, call: UpstreamCall,
+                outcome, idle_s: float) -> None:
+    translator = call.translator
+    ends_line, prev, last = True, b"", b""
+    try:
+        while chunk:
+            data = translator.feed(chunk) if translator else chunk
+            if data:
+                await out.write(data)
+                ends_line = data.endswith(b"\n")
+                prev, last = last, data  # the final line may straddle two chunks
+            async with asyncio.timeout(idle_s):
+                chunk = await resp.content.readany()
+        if translator:
+            last = translator.end()
+            await out.write(last)
+    except ConnectionResetError:
+        outcome.outcome = "client_gone"  # leaving `async with resp` closes upstream: generation stops
+        return
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        outcome.outcome = "cut"
+        message = f"worker {outcome.worker} failed mid-stream: {describe(exc)}"
+        await write_quietly(out, (b"" if ends_line else b"\n") + error_line(message))
+        return
+    outcome.outcome = "ok"
+    read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
+    await write_quietly(out, b"", eof=True)
+
+
+def read_final_fields(line: bytes, outcome) -> None:
+    """Tokens, load and service time from an Ollama final line: parsed once per request, not per chunk."""
+    if b'"done":true' not in line.replace(b" ", b""):
+        return
+    try:
+        final = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(final, dict):
+        count, load_ns = final.get("eval_count"), final.get("load_duration")
+        prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
+        outcome.tokens = count if isinstance(count, int) else None
+        outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
+        if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
+            outcome.service_s = (prompt_ns + eval_ns) / 1e9
+
+
+def _ollama_error(body: bytes, status: int) -> bytes:
+    """An OpenAI-shaped worker error as Ollama's `{"error": "..."}`."""
+    try:
+        error = orjson.loads(body).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (orjson.JSONDecodeError, AttributeError):
+        message = None
+    return orjson.dumps({"error": str(message or f"worker answered {status}")})
+
+
+async def error_detail(resp: aiohttp.ClientResponse) -> str:
+    try:
+        async with asyncio.timeout(2):
+            body = await resp.content.read(4096)
+        message = orjson.loads(body).get("error")
+        if isinstance(message, dict):
+            message = message.get("message")
+    except Exception:  # the detail is best effort; the status already says it failed
+        message = None
+    return f"{resp.status} {message}" if message else f"answered {resp.status}"
+
+
+def reply_headers(resp: aiohttp.ClientResponse, outcome) -> dict[str, str]:
+    headers = {"X-Request-ID": outcome.request_id, "X-Beacon-Worker": outcome.worker}
+    if ctype := resp.headers.get("Content-Type"):
+        headers["Content-Type"] = ctype
+    return headers
+
+
+async def write_quietly(out: web.StreamResponse, data: bytes, eof: bool = False) -> None:
+    try:
+        if data:
+            await out.write(data)
+        if eof:
+            await out.write_eof()
+    except ConnectionResetError:
+        pass
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
