@@ -169,5 +169,6 @@ def embed_answer(body: bytes, model: str, legacy: bool, started: float) -> bytes
     if legacy:
         return orjson.dumps({"embedding": vectors[0] if vectors else []})
     usage = answer.get("usage") or {}
-    return orjson.dumps({"model": model, "embeddings": vectors, "total_duration": int((time.monotonic() - started) * 1e9),
+    total_ns = int((time.monotonic() - started) * 1e9)
+    return orjson.dumps({"model": model, "embeddings": vectors, "total_duration": total_ns,
                          "load_duration": 0, "prompt_eval_count": usage.get("prompt_tokens", 0)})

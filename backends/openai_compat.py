@@ -7,7 +7,6 @@ only; the gateway decides where requests go.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -58,7 +57,7 @@ class OpenAIBackend:
         started = time.perf_counter()
         try:
             status, listing = await get_json(session, f"{url}/v1/models", timeout_s, headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
         if status != 200 or not isinstance(listing, dict):
             return Probe(ok=False, error=f"GET /v1/models answered {status}", latency_s=time.perf_counter() - started)
