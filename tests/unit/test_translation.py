@@ -20,7 +20,8 @@ def test_chat_maps_options_format_images_and_tool_calls():
     assert body["temperature"] == 0.2 and body["top_k"] == 5 and body["max_tokens"] == 7 and body["seed"] == 3
     assert "num_ctx" not in body, "a server start setting is accepted and left alone"
     assert body["response_format"] == {"type": "json_object"}
-    assert body["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}
+    assert body["messages"][0]["content"][1] == image
     call = body["messages"][1]["tool_calls"][0]
     assert call["function"] == {"name": "weather", "arguments": '{"city":"Oslo"}'}
     assert body["messages"][2] == {"role": "tool", "content": "sunny", "name": "weather"}
