@@ -58,13 +58,14 @@ class OllamaBackend:
         return UpstreamCall("POST", front.path, front.body)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
-                   keep_alive: str | int | float | None, timeout_s: float) -> None:
+                   keep_alive: str | int | float | None, timeout_s: float,
+                   headers: Mapping[str, str] | None = None) -> None:
         """Load a model (or re-arm its keep_alive) with Ollama's empty-prompt generate."""
         body: dict[str, Any] = {"model": model, "stream": False}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
         client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
-        async with client.post(f"{url}/api/generate", data=orjson.dumps(body),
+        async with client.post(f"{url}/api/generate", data=orjson.dumps(body), headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
                 raise ValueError(f"warm-up of {model} answered {resp.status}: {(await resp.read())[:200]!r}")

@@ -85,7 +85,7 @@ class OpenAIBackend:
         return UpstreamCall("GET", f"/v1/models/{model_id}", None,
                             whole=lambda body: orjson.dumps(show_answer(front.model, {}, model_id)))
 
-    async def warm(self, session, url, model, keep_alive, timeout_s) -> None:
+    async def warm(self, session, url, model, keep_alive, timeout_s, headers=None) -> None:
         return None  # an OpenAI-compatible server keeps its models loaded itself
 
     async def shape(self, session, url, model, timeout_s) -> ModelShape | None:

@@ -92,9 +92,10 @@ def _resident(w: WorkerView, model: str, load: Load) -> bool:
 
 
 def _slots(w: WorkerView, model: str, load: Load) -> int:
-    """max_inflight when the operator set it; else learned slots plus one request that
-    probes for more (Ollama's OLLAMA_NUM_PARALLEL is not visible over its API)."""
-    return w.config.max_inflight or load.slots(w.name, model) + 1
+    """max_inflight when the operator set it; else the slots the worker reports (llama.cpp);
+    else learned slots plus one request that probes for more (Ollama's OLLAMA_NUM_PARALLEL
+    is not visible over its API)."""
+    return w.config.max_inflight or w.slots_total or load.slots(w.name, model) + 1
 
 
 def _worker_full(w: WorkerView, load: Load) -> bool:

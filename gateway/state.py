@@ -35,6 +35,7 @@ class WorkerView:
     last_error: str | None = None
     down_since: float | None = None
     gpu: GpuReading | None = None
+    slots_total: int | None = None
 
     @property
     def name(self) -> str:
@@ -146,7 +147,7 @@ def _apply_probe(old: WorkerView, probe: Probe, config: RoutingConfig, now: floa
     up = old.up or not old.ever_up or successes >= health.healthy_threshold
     return dataclasses.replace(
         old, up=up, ever_up=old.ever_up or up, successes=successes, failures=0, probed_at=now, last_error=None,
-        down_since=None if up else old.down_since, version=probe.version or old.version,
+        down_since=None if up else old.down_since, version=probe.version or old.version, slots_total=probe.slots_total,
         models=_index(probe.models), resident=_index(probe.resident),
     )
 

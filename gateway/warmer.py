@@ -99,6 +99,11 @@ def expires_at(text: str | None) -> float | None:
         return None
 
 
+def _upstream_id(worker, model: str) -> str:
+    entry = worker.models.get(model) or worker.resident.get(model)
+    return (entry.upstream_id or entry.name) if entry else model
+
+
 class Warmer:
     """Runs plan_warmups every `[warmer] interval_s`, a bounded number of warm-ups at once."""
 
@@ -123,8 +128,10 @@ class Warmer:
             return
         async with gate:
             try:
-                await for_kind(worker.config.kind).warm(self._session, worker.url, warmup.model, warmup.keep_alive,
-                                                         snap.config.failover.first_byte_timeout_s)
+                model_id = _upstream_id(worker, warmup.model)
+                await for_kind(worker.config.kind).warm(self._session, worker.url, model_id, warmup.keep_alive,
+                                                         snap.config.failover.first_byte_timeout_s,
+                                                         headers=worker.config.auth_headers())
             except Exception as exc:  # a failed warm-up is retried next round; it must not stop the loop
                 log.warning("warmup.failed", worker=warmup.worker, model=warmup.model, reason=warmup.reason,
                             error=f"{type(exc).__name__}: {exc}")

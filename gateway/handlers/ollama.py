@@ -31,6 +31,7 @@ from gateway.handlers.common import (
 from gateway.router import UNKNOWN_MODEL, Plan, choose
 
 RUNNING = "Ollama is running"
+API_VERSION = "0.12.6"  # the Ollama API this gateway speaks, for fleets without Ollama workers
 
 
 async def root(request: web.Request) -> web.Response:
@@ -97,12 +98,13 @@ def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
 
 
 async def version(request: web.Request) -> web.Response:
-    """The lowest version among healthy workers: what every request can count on."""
+    """The lowest version among healthy Ollama workers: what every request can count on. A fleet
+    of only llama.cpp or OpenAI-compatible workers answers the Ollama API version the gateway speaks."""
     snap = request.app[GATEWAY].holder.current
     versions = [w.version for w in snap.up_workers() if w.version]
-    if not versions:
-        raise NoCapacity("no healthy worker has reported its version yet", snap.config.server.retry_after_s)
-    return web.json_response({"version": min(versions, key=_version_key)}, dumps=_dumps)
+    if not versions and not snap.up_workers():
+        raise NoCapacity("no worker is healthy", snap.config.server.retry_after_s)
+    return web.json_response({"version": min(versions, key=_version_key) if versions else API_VERSION}, dumps=_dumps)
 
 
 def _version_key(text: str) -> tuple:

@@ -1,0 +1,122 @@
+"""llama.cpp `llama-server` workers, single-model (-m) and router mode (--models-dir):
+probe /health, /v1/models, /props, /slots and in router mode /models; warm through
+/models/load; requests translated as for OpenAI-compatible workers, raw prompts to /completion.
+
+Knows wire formats only; residency and slots go back to the gateway as a Probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp_retry import ExponentialRetry, RetryClient
+
+from backends.base import FrontRequest, ModelEntry, Probe, ResidentModel, UpstreamCall
+from backends.ollama import describe_error
+from backends.openai_compat import OpenAIBackend, get_json, ollama_name, show_answer, tags_entry
+
+_LOAD_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohttp.ClientConnectionError})
+
+
+class LlamaCppBackend(OpenAIBackend):
+    kind = "llamacpp"
+    native_raw = True
+
+    async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe:
+        started = time.perf_counter()
+        try:
+            health, (router_status, router) = await asyncio.gather(
+                get_json(session, f"{url}/health", timeout_s, headers),
+                get_json(session, f"{url}/models", timeout_s, headers))
+            if health[0] != 200:
+                return Probe(ok=False, error=_health_error(health), latency_s=time.perf_counter() - started)
+            if router_status == 200 and isinstance(router, dict) and router.get("data") is not None:
+                probe = await self._router_probe(session, url, timeout_s, headers, names, router)
+            else:
+                probe = await self._single_probe(session, url, timeout_s, headers, names)
+        except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
+            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+        return Probe(**{**probe, "latency_s": time.perf_counter() - started})
+
+    async def _single_probe(self, session, url, timeout_s, headers, names) -> dict[str, Any]:
+        (status, listing), (_, props), (slots_status, slots) = await asyncio.gather(
+            get_json(session, f"{url}/v1/models", timeout_s, headers),
+            get_json(session, f"{url}/props", timeout_s, headers),
+            get_json(session, f"{url}/slots", timeout_s, headers))
+        if status != 200 or not isinstance(listing, dict):
+            raise ValueError(f"GET /v1/models answered {status}")
+        entries = [_entry(item, names) for item in listing.get("data") or () if isinstance(item, dict)]
+        resident = tuple(ResidentModel(e.name, e.size, e.size, None, _ctx(props), e.raw, e.upstream_id)
+                         for e in entries)
+        total, busy = _slots(props, slots if slots_status == 200 else None)
+        return {"ok": True, "models": tuple(entries), "resident": resident, "slots_total": total, "slots_busy": busy}
+
+    async def _router_probe(self, session, url, timeout_s, headers, names, router: dict) -> dict[str, Any]:
+        entries, resident = [], []
+        for item in router.get("data") or ():
+            if not isinstance(item, dict) or not item.get("id"):
+                continue
+            entry = _entry(item, names)
+            entries.append(entry)
+            if _status(item) == "loaded":
+                resident.append(ResidentModel(entry.name, entry.size, entry.size, None, None, entry.raw,
+                                              entry.upstream_id))
+        return {"ok": True, "models": tuple(entries), "resident": tuple(resident)}
+
+    def show_call(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+        def whole(body: bytes) -> bytes:
+            props = orjson.loads(body) if body else {}
+            return orjson.dumps(show_answer(front.model, props if isinstance(props, dict) else {}, model_id))
+
+        return UpstreamCall("GET", f"/props?model={model_id}", None, whole=whole)
+
+    async def warm(self, session: aiohttp.ClientSession, url: str, model: str, keep_alive, timeout_s: float,
+                   headers: Mapping[str, str] | None = None) -> None:
+        """Router mode: ask the server to load the model. A single-model server has it loaded already."""
+        client = RetryClient(client_session=session, retry_options=_LOAD_RETRY)
+        async with client.post(f"{url}/models/load", data=orjson.dumps({"model": model}), headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status == 404:
+                return  # single-model mode has no /models/load: nothing to warm
+            if resp.status >= 400:
+                raise ValueError(f"/models/load {model} answered {resp.status}: {(await resp.read())[:200]!r}")
+
+
+def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEntry:
+    model_id = str(item["id"])
+    meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
+    size = meta.get("size") if isinstance(meta.get("size"), int) else 0
+    name = ollama_name(model_id, names)
+    extra = {"llamacpp": {"id": model_id, "status": _status(item)}}
+    return ModelEntry(name, size, tags_entry(name, size, extra=extra), model_id)
+
+
+def _status(item: Mapping[str, Any]) -> str | None:
+    status = item.get("status")
+    return status.get("value") if isinstance(status, dict) else status if isinstance(status, str) else None
+
+
+def _ctx(props: Any) -> int | None:
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) else None
+
+
+def _slots(props: Any, slots: Any) -> tuple[int | None, int | None]:
+    total = props.get("total_slots") if isinstance(props, dict) else None
+    busy = sum(1 for s in slots if isinstance(s, dict) and s.get("is_processing")) if isinstance(slots, list) else None
+    return (total if isinstance(total, int) and total > 0 else None), busy
+
+
+def _health_error(health: tuple[int, Any]) -> str:
+    status, body = health
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return f"/health answered {status}" + (f": {message}" if message else "")
+
