@@ -30,6 +30,7 @@ class WorkerSpec:
     load_s_per_gib: float = 0.01
     extra_toml: str = ""
     sim_options: dict = field(default_factory=dict)
+    kind: str = "ollama"
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Fleet:
 
 
 def worker_toml(spec: WorkerSpec, url: str) -> str:
-    text = f'[[workers]]\nname = "{spec.name}"\nurl = "{url}"\nkind = "ollama"\ntier = "{spec.tier}"\n'
+    text = f'[[workers]]\nname = "{spec.name}"\nurl = "{url}"\nkind = "{spec.kind}"\ntier = "{spec.tier}"\n'
     return text + spec.extra_toml
 
 
