@@ -36,8 +36,9 @@ class LlamaCppBackend(OpenAIBackend):
                 get_json(session, f"{url}/models", timeout_s, headers))
             if health[0] != 200:
                 return Probe(ok=False, error=_health_error(health), latency_s=time.perf_counter() - started)
-            if router_status == 200 and isinstance(router, dict) and router.get("data") is not None:
-                probe = await self._router_probe(session, url, timeout_s, headers, names, router)
+            listed = router.get("data") if router_status == 200 and isinstance(router, dict) else None
+            if isinstance(listed, list) and any(isinstance(m, dict) and "status" in m for m in listed):
+                probe = self._router_probe(names, listed)  # router mode: every model has a status
             else:
                 probe = await self._single_probe(session, url, timeout_s, headers, names)
         except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
@@ -57,9 +58,10 @@ class LlamaCppBackend(OpenAIBackend):
         total, busy = _slots(props, slots if slots_status == 200 else None)
         return {"ok": True, "models": tuple(entries), "resident": resident, "slots_total": total, "slots_busy": busy}
 
-    async def _router_probe(self, session, url, timeout_s, headers, names, router: dict) -> dict[str, Any]:
-        entries, resident = [], []
-        for item in router.get("data") or ():
+    @staticmethod
+    def _router_probe(names: Mapping[str, str] | None, listed: list) -> dict[str, Any]:
+        entries, resident, slots = [], [], []
+        for item in listed:
             if not isinstance(item, dict) or not item.get("id"):
                 continue
             entry = _entry(item, names)
@@ -67,7 +69,10 @@ class LlamaCppBackend(OpenAIBackend):
             if _status(item) == "loaded":
                 resident.append(ResidentModel(entry.name, entry.size, entry.size, None, None, entry.raw,
                                               entry.upstream_id))
-        return {"ok": True, "models": tuple(entries), "resident": tuple(resident)}
+                slots.append(_parallel(item))
+        known = [n for n in slots if n]
+        return {"ok": True, "models": tuple(entries), "resident": tuple(resident),
+                "slots_total": min(known) if known else None}
 
     def show_call(self, front: FrontRequest, model_id: str) -> UpstreamCall:
         def whole(body: bytes) -> bytes:
@@ -95,6 +100,16 @@ def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEnt
     name = ollama_name(model_id, names)
     extra = {"llamacpp": {"id": model_id, "status": _status(item)}}
     return ModelEntry(name, size, tags_entry(name, size, extra=extra), model_id)
+
+
+def _parallel(item: Mapping[str, Any]) -> int | None:
+    """A router-mode model's slots, from the --parallel its instance was started with."""
+    status = item.get("status") if isinstance(item.get("status"), dict) else {}
+    args = status.get("args") if isinstance(status.get("args"), list) else []
+    for flag in ("--parallel", "-np"):
+        if flag in args and args.index(flag) + 1 < len(args) and str(args[args.index(flag) + 1]).isdigit():
+            return int(args[args.index(flag) + 1])
+    return None
 
 
 def _status(item: Mapping[str, Any]) -> str | None:

@@ -243,10 +243,12 @@ def _check_model(name: str, model: ModelConfig, owners: dict[str, str], config: 
         if owner is not None and owner != name:
             problems.append(f"{where}.aliases[{j}]: {alias!r} already names model {owner!r}")
         owners[key] = name
-    names = {w.name for w in config.workers}
+    names = {w.name: w.kind for w in config.workers}
     for j, target in enumerate(model.pull_to):
         if target not in TIERS and target not in names:
             problems.append(f"{where}.pull_to[{j}]: {target!r} is neither a tier (gpu, cpu) nor a worker name")
+        elif names.get(target, "ollama") != "ollama":
+            problems.append(f"{where}.pull_to[{j}]: {target!r} is a {names[target]} worker; only Ollama workers pull")
     for j, target in enumerate(model.pin):
         if target not in names:
             problems.append(f"{where}.pin[{j}]: no worker is named {target!r}")

@@ -26,10 +26,17 @@ class Prober:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._holder, self._session, self._clock = holder, session, clock
         self._shape_tried: set[str] = set()
+        self._running: asyncio.Future | None = None
 
     async def step(self) -> None:
         await self.refresh(self._holder.current.workers)
         await self._learn_shapes()
+
+    async def fresh(self) -> None:
+        """Probe everyone now; callers that arrive while such a probe runs share it."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self.refresh(self._holder.current.workers))
+        await asyncio.shield(self._running)
 
     async def refresh(self, names: Iterable[str]) -> None:
         """Probe these workers now (after a pull or delete, so lists are fresh at once)."""

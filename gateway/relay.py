@@ -96,9 +96,9 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
                 prev, last = last, data  # the final line may straddle two chunks
             async with asyncio.timeout(idle_s):
                 chunk = await resp.content.readany()
-        if translator:
-            last = translator.end()
-            await out.write(last)
+        if translator and (tail := translator.end()):
+            await out.write(tail)
+            prev, last = last, tail
     except ConnectionResetError:
         outcome.outcome = "client_gone"  # leaving `async with resp` closes upstream: generation stops
         return

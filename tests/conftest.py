@@ -31,6 +31,7 @@ class WorkerSpec:
     extra_toml: str = ""
     sim_options: dict = field(default_factory=dict)
     kind: str = "ollama"
+    url: str | None = None  # a real server already running: no simulated worker is started
 
 
 @dataclass
@@ -68,6 +69,10 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
     async def start(*specs: WorkerSpec, config_extra: str = "", gpu_reader=None) -> Fleet:
         workers, servers, urls, tomls = {}, {}, {}, []
         for spec in specs:
+            if spec.url:
+                urls[spec.name] = spec.url
+                tomls.append(worker_toml(spec, spec.url))
+                continue
             worker = SimWorker(name=spec.name, models=parse_models(spec.models), tier=spec.tier,
                                vram_bytes=int(spec.vram_gib * GIB), tokens_per_s=spec.tokens_per_s,
                                load_s_per_gib=spec.load_s_per_gib, **spec.sim_options)

@@ -18,13 +18,18 @@ from gateway.state import Snapshot, WorkerView
 
 
 def pull_targets(snap: Snapshot, model: str) -> list[WorkerView]:
+    """Ollama workers only: llama.cpp and OpenAI-compatible servers have no model store to manage."""
     cfg = snap.config.model(model)
     wanted = set(cfg.pull_to) if cfg and cfg.pull_to else {"gpu"}
-    return [w for w in snap.workers.values() if w.tier in wanted or w.name in wanted]
+    return [w for w in _managed(snap) if w.tier in wanted or w.name in wanted]
 
 
 def holders(snap: Snapshot, model: str) -> list[WorkerView]:
-    return [w for w in snap.workers.values() if w.has(model)]
+    return [w for w in _managed(snap) if w.has(model)]
+
+
+def _managed(snap: Snapshot) -> list[WorkerView]:
+    return [w for w in snap.workers.values() if w.config.kind == "ollama"]
 
 
 async def _request(request: web.Request) -> tuple[Gateway, Snapshot, dict]:
@@ -100,7 +105,7 @@ async def blob_head(request: web.Request) -> web.Response:
     """200 only when every worker has the blob, so a client uploads what any worker lacks."""
     gw = request.app[GATEWAY]
     digest = _digest(request)
-    workers = list(gw.holder.current.workers.values())
+    workers = [w for w in _managed(gw.holder.current) if w.up]
     results = await send_each(gw, "HEAD", f"/api/blobs/{digest}", workers, None)
     return web.Response(status=200 if all(r.ok for r in results) else 404)
 
@@ -110,7 +115,7 @@ async def blob_upload(request: web.Request) -> web.Response:
 
     gw = request.app[GATEWAY]
     digest = _digest(request)
-    results = await tee_upload(gw, request, f"/api/blobs/{digest}", list(gw.holder.current.workers.values()))
+    results = await tee_upload(gw, request, f"/api/blobs/{digest}", _managed(gw.holder.current))
     failed = [r for r in results if not r.ok]
     if any(r.status == 400 for r in failed):
         raise BadRequest(next(r.detail for r in failed if r.status == 400))

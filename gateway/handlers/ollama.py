@@ -7,17 +7,14 @@ Model management that fans out to many workers lives in handlers/manage.py.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from backends.base import FrontRequest
-from backends.ollama import parse_ps
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import GatewayError, ModelNotFound, NoCapacity, UpstreamFailed
+from gateway.errors import GatewayError, ModelNotFound, NoCapacity
 from gateway.handlers.common import (
     REQUEST_ID,
     account,
@@ -124,26 +121,16 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def ps(request: web.Request) -> web.Response:
-    """What is loaded now, asked of every healthy worker (residency changes by the second)."""
+    """What is loaded now: every worker is probed afresh (residency changes by the second)."""
     gw = request.app[GATEWAY]
-    workers = gw.holder.current.up_workers()
-    answers = await asyncio.gather(*(_ps_of(gw, w.url) for w in workers), return_exceptions=True)
-    models, failed = [], []
-    for worker, answer in zip(workers, answers, strict=True):
-        if isinstance(answer, BaseException):
-            failed.append(worker.name)
-            answer = tuple(r.raw for r in worker.resident.values())  # last known beats nothing
-        models += [{**item, "worker": worker.name} for item in answer]
-    if workers and len(failed) == len(workers):
-        raise UpstreamFailed(f"no worker answered /api/ps: {', '.join(failed)}")
+    await gw.prober.fresh()
+    models = []
+    for worker in gw.holder.current.up_workers():
+        for name, r in worker.resident.items():
+            models.append({"name": name, "model": name, "expires_at": r.expires_at, **r.raw,
+                           "size": r.size, "size_vram": r.size_vram, "context_length": r.context_length,
+                           "worker": worker.name})
     return web.json_response({"models": models}, dumps=_dumps)
-
-
-async def _ps_of(gw: Gateway, url: str) -> tuple[dict, ...]:
-    timeout = aiohttp.ClientTimeout(total=gw.holder.current.config.health.timeout_s)
-    async with gw.session.get(f"{url}/api/ps", timeout=timeout) as resp:
-        resp.raise_for_status()
-        return tuple(r.raw for r in parse_ps(orjson.loads(await resp.read())))
 
 
 def _dumps(obj: object) -> str:
