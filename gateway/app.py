@@ -44,7 +44,7 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
     async def context(app: web.Application) -> AsyncIterator[None]:
         session = injected or new_session()
         holder = state.SnapshotHolder(state.initial(config, wall_now=time.time(), now=clock()))
-        inflight, metrics = InFlight(), Metrics()
+        inflight, metrics = InFlight(clock=clock), Metrics()
         prober = Prober(holder, session, clock)
         gpus = GpuWatch(holder, gpu_reader or NvmlReader())
         warmer = Warmer(holder, inflight, session, prober, metrics, clock)

@@ -109,8 +109,29 @@ class HealthConfig(_Strict):
 class FailoverConfig(_Strict):
     connect_timeout_s: PositiveFloat = 2.0
     first_byte_timeout_s: PositiveFloat = 60.0
+    gpu_first_byte_timeout_s: PositiveFloat | None = None
+    cpu_first_byte_timeout_s: PositiveFloat | None = None
     stream_idle_timeout_s: PositiveFloat = 30.0
     max_attempts: PositiveInt = 3
+    retry_budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    retry_budget_min_per_s: Annotated[float, Field(ge=0)] = 5.0
+    degraded_rank: Literal["before_cpu", "after_cpu"] = "before_cpu"
+    slow_decode_factor: Annotated[float, Field(gt=1)] = 5.0
+    degraded_s: PositiveFloat = 60.0
+    cpu_max_expected_s: PositiveFloat = 30.0
+    cpu_tokens_per_s: PositiveFloat = 20.0
+    default_num_predict: PositiveInt = 256
+
+    def first_byte_s(self, tier: str) -> float:
+        override = self.gpu_first_byte_timeout_s if tier == "gpu" else self.cpu_first_byte_timeout_s
+        return override or self.first_byte_timeout_s
+
+
+class OutlierConfig(_Strict):
+    consecutive_failures: PositiveInt = 3
+    eject_s: PositiveFloat = 30.0
+    max_eject_s: PositiveFloat = 300.0
+    max_ejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class ServerConfig(_Strict):
@@ -123,6 +144,7 @@ class RoutingConfig(_Strict):
     models: dict[str, ModelConfig] = {}
     health: HealthConfig = HealthConfig()
     failover: FailoverConfig = FailoverConfig()
+    outlier: OutlierConfig = OutlierConfig()
     server: ServerConfig = ServerConfig()
     routing: RoutingPolicy = RoutingPolicy()
     admission: AdmissionConfig = AdmissionConfig()

@@ -7,8 +7,9 @@ decrement. The router and the warmer read this through the `Load` view; only req
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,7 +28,10 @@ class _Pair:
 class InFlight:
     """Per worker and per (worker, model): requests in flight, slots learned, last use."""
 
-    def __init__(self, max_sessions: int = 65536) -> None:
+    def __init__(self, max_sessions: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._rates: dict[tuple[str, str], float] = {}
+        self._slow: dict[str, tuple[float, str]] = {}
         self._workers: dict[str, int] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._last_request: dict[str, float] = {}
@@ -72,6 +76,19 @@ class InFlight:
     def session_worker(self, key: str | None) -> str | None:
         return self._sessions.get(key) if key else None
 
+    def decode_rate(self, worker: str, model: str) -> float | None:
+        """Tokens/s this worker decodes this model at, as measured from its answers."""
+        return self._rates.get((worker, model))
+
+    def worker_rate(self, worker: str) -> float | None:
+        rates = [r for (w, _), r in self._rates.items() if w == worker]
+        return sum(rates) / len(rates) if rates else None
+
+    def slow_reason(self, worker: str) -> str | None:
+        """Why this worker counts as degraded by its own answers, while that lasts."""
+        until, reason = self._slow.get(worker, (0.0, ""))
+        return reason if until > self._clock() else None
+
     # -- writes (the request path only) --------------------------------------------------
     def requested(self, model: str, now: float) -> None:
         self._last_request[model] = now
@@ -102,6 +119,16 @@ class InFlight:
         if load_s is not None and load_s > 0.05:  # a real load, not a warm model's bookkeeping
             self._load_s[model] = _ewma(self._load_s.get(model), load_s)
 
+    def record_rate(self, worker: str, model: str, rate: float, slow_factor: float, degraded_s: float) -> None:
+        """A decode rate far below this worker's own learned rate for the model marks it degraded
+        (a lost GPU decodes at CPU speed) for degraded_s; the learned rate ignores such outliers."""
+        learned = self._rates.get((worker, model))
+        if learned is not None and rate < learned / slow_factor:
+            reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"
+            self._slow[worker] = (self._clock() + degraded_s, reason)
+            return
+        self._rates[(worker, model)] = _ewma(learned, rate)
+
     def remember_session(self, key: str | None, worker: str) -> None:
         if not key:
             return
@@ -127,3 +154,26 @@ class Claim:
 
 def _ewma(old: float | None, value: float) -> float:
     return value if old is None else old + _EWMA * (value - old)
+
+
+class RetryBudget:
+    """Retries may be at most `ratio` of requests over the last `window_s`, plus a floor of
+    `min_per_s`, so a sick fleet is not flooded with retries (Envoy/Finagle retry budgets)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window_s: float = 10.0) -> None:
+        self._clock, self._window_s = clock, window_s
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def request(self) -> None:
+        self._requests.append(self._clock())
+
+    def allow_retry(self, ratio: float, min_per_s: float) -> bool:
+        now = self._clock()
+        for q in (self._requests, self._retries):
+            while q and q[0] < now - self._window_s:
+                q.popleft()
+        if len(self._retries) >= max(ratio * len(self._requests), min_per_s * self._window_s):
+            return False
+        self._retries.append(now)
+        return True

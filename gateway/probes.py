@@ -29,6 +29,8 @@ class Prober:
         self._running: asyncio.Future | None = None
 
     async def step(self) -> None:
+        now = self._clock()
+        self._holder.update(lambda s: state.with_ejections_expired(s, now))
         await self.refresh(self._holder.current.workers)
         await self._learn_shapes()
 

@@ -20,9 +20,9 @@ from aiohttp import web
 from backends import for_kind
 from backends.base import FrontRequest, UpstreamCall
 from backends.translate import Unsupported
-from gateway import state
+from gateway import state, vram
 from gateway.errors import BadRequest, NoCapacity, UpstreamFailed, UpstreamTimeout
-from gateway.inflight import Claim, InFlight
+from gateway.inflight import Claim, InFlight, RetryBudget
 from gateway.metrics import Metrics
 from gateway.relay import AttemptFailed, answer, describe
 from gateway.router import Candidate, Plan
@@ -49,6 +49,7 @@ class Outcome:
     tokens: int | None = None
     load_s: float | None = None
     service_s: float | None = None
+    eval_s: float | None = None
 
 
 class Proxy:
@@ -57,16 +58,23 @@ class Proxy:
                  on_release: Callable[[str], None] = lambda model: None) -> None:
         self._session, self._holder, self._inflight = session, holder, inflight
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
+        self._budget = RetryBudget(clock)
 
     async def run(self, request: web.Request, plan: Plan, front: FrontRequest, outcome: Outcome,
                   request_id: str) -> web.StreamResponse:
         snap = self._holder.current
+        failover = snap.config.failover
         failures: list[AttemptFailed] = []
         refusals: list[str] = []
-        for candidate in plan.candidates[: snap.config.failover.max_attempts]:
+        self._budget.request()
+        for candidate in plan.candidates[: failover.max_attempts]:
             worker = snap.worker(candidate.worker)
             if worker is None:
                 continue
+            if failures and not self._budget.allow_retry(failover.retry_budget_ratio, failover.retry_budget_min_per_s):
+                outcome.attempts.append("retry budget exhausted: not retrying while the fleet is failing")
+                self._metrics.failovers.labels(reason="budget_exhausted").inc()
+                break
             try:
                 call = prepare(worker, front, request_id)
             except Unsupported as exc:
@@ -75,7 +83,8 @@ class Proxy:
             outcome.worker, outcome.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
-                    response = await self._attempt(request, worker.url, call, outcome, claim)
+                    timeout_s = failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
+                    response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s)
                     self._committed(plan, candidate, outcome)
                     return response
             except AttemptFailed as exc:
@@ -89,40 +98,56 @@ class Proxy:
             raise BadRequest("; ".join(refusals))
         raise _final_error(plan, failures, outcome, snap.config.server.retry_after_s)
 
+    def _load_allowance(self, snap, plan: Plan, candidate: Candidate) -> float:
+        """A cold load takes time before the first byte: the timeout waits that much longer."""
+        if not candidate.loads:
+            return 0.0
+        return vram.predicted_load_s(snap, plan.model, self._inflight.load_s(plan.model))
+
     def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
+        now = self._clock()
+        self._holder.update(lambda s: state.with_outcome(s, candidate.worker, True, now))
         if outcome.outcome == "ok":
             busy_s = outcome.service_s  # the worker's own prompt + decode time: no queueing, no load
             if busy_s is None:
                 busy_s = max(0.0, time.monotonic() - outcome.started - (outcome.load_s or 0.0))
             self._inflight.finished(plan.model, busy_s, outcome.load_s)
             self._inflight.remember_session(outcome.session, candidate.worker)
+            if outcome.tokens and outcome.eval_s:
+                failover = self._holder.current.config.failover
+                self._inflight.record_rate(candidate.worker, plan.model, outcome.tokens / outcome.eval_s,
+                                           failover.slow_decode_factor, failover.degraded_s)
         if candidate.loads:
             self._metrics.loads.labels(candidate.worker, plan.model, candidate.reason).inc()
             log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
                      evicts=list(candidate.evicts) or None, load_s=outcome.load_s)
 
     async def _attempt(self, request: web.Request, base_url: str, call: UpstreamCall, outcome: Outcome,
-                       claim: Claim) -> web.StreamResponse:
+                       claim: Claim, first_byte_s: float) -> web.StreamResponse:
         failover = self._holder.current.config.failover
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s)
+        started = time.monotonic()
         try:
-            async with asyncio.timeout(failover.first_byte_timeout_s):
+            async with asyncio.timeout(first_byte_s):
                 resp = await self._session.request(call.method, base_url + call.path, data=call.body,
                                                    headers=call.headers, timeout=timeout)
         except TimeoutError:
-            raise AttemptFailed("timeout", f"no answer within {failover.first_byte_timeout_s:g}s") from None
+            raise AttemptFailed("timeout", f"no answer within {first_byte_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise AttemptFailed("connect", f"cannot connect: {exc.os_error.strerror or exc.os_error}") from None
         except aiohttp.ClientError as exc:
             raise AttemptFailed("dropped", f"connection failed: {describe(exc)}") from None
+        remaining_s = max(0.1, first_byte_s - (time.monotonic() - started))
         async with resp:
-            return await answer(request, resp, call, outcome, claim, failover)
+            return await answer(request, resp, call, outcome, claim, failover, remaining_s)
 
     def _report_failure(self, worker: str, exc: AttemptFailed) -> None:
         self._metrics.failovers.labels(reason=exc.kind).inc()
+        now = self._clock()
         if exc.kind == "connect":
-            now = self._clock()
             self._holder.update(lambda s: state.with_failure(s, worker, exc.detail, now))
+        elif exc.kind != "busy":  # a full queue is not a sick worker
+            self._holder.update(lambda s: state.with_outcome(s, worker, False, now))
 
 
 def prepare(worker: WorkerView, front: FrontRequest, request_id: str) -> UpstreamCall:
@@ -137,7 +162,7 @@ def prepare(worker: WorkerView, front: FrontRequest, request_id: str) -> Upstrea
 
 
 def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, retry_after_s: int) -> Exception:
-    summary = "; ".join(outcome.attempts) or "no worker could be tried"
+    summary = "; ".join(outcome.attempts + ([plan.note] if plan.note else [])) or "no worker could be tried"
     kinds = {f.kind for f in failures}
     if not failures or kinds <= {"connect", "busy"}:
         outcome.outcome, outcome.status = "no_capacity", 503

@@ -32,14 +32,14 @@ class AttemptFailed(Exception):
 
 
 async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: UpstreamCall, outcome, claim: Claim,
-                 failover) -> web.StreamResponse:
+                 failover, first_byte_s: float) -> web.StreamResponse:
     if resp.status in RETRYABLE_STATUS:
         detail = await error_detail(resp)
         raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
     if resp.content_type in STREAM_TYPES and resp.status == 200:
-        return await _stream(request, resp, call, outcome, claim, failover)
+        return await _stream(request, resp, call, outcome, claim, failover, first_byte_s)
     try:
-        async with asyncio.timeout(failover.first_byte_timeout_s):
+        async with asyncio.timeout(first_byte_s):
             body = await resp.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise AttemptFailed("dropped", f"answer cut short: {describe(exc)}") from None
@@ -63,9 +63,10 @@ def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
         raise AttemptFailed("malformed", f"answer could not be read: {describe(exc)}") from None
 
 
-async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover) -> web.StreamResponse:
+async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover,
+                  first_byte_s: float) -> web.StreamResponse:
     try:
-        async with asyncio.timeout(failover.first_byte_timeout_s):
+        async with asyncio.timeout(first_byte_s):
             first = await resp.content.readany()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise AttemptFailed("dropped", f"stream failed before its first byte: {describe(exc)}") from None
@@ -127,6 +128,7 @@ def read_final_fields(line: bytes, outcome) -> None:
         outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
         if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
             outcome.service_s = (prompt_ns + eval_ns) / 1e9
+            outcome.eval_s = eval_ns / 1e9 if eval_ns > 0 else None
 
 
 def _ollama_error(body: bytes, status: int) -> bytes:

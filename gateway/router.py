@@ -22,6 +22,7 @@ from gateway.state import Snapshot, WorkerView
 
 UNKNOWN_MODEL = "unknown-model"
 QUEUE = "queue"
+CPU_REFUSED = "cpu-refused"
 
 
 class Load(Protocol):
@@ -35,6 +36,9 @@ class Load(Protocol):
     def service_s(self, model: str) -> float | None: ...
     def load_s(self, model: str) -> float | None: ...
     def session_worker(self, key: str | None) -> str | None: ...
+    def decode_rate(self, worker: str, model: str) -> float | None: ...
+    def worker_rate(self, worker: str) -> float | None: ...
+    def slow_reason(self, worker: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,38 +53,67 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Need:
+    """What a request asks of a worker, to judge whether a CPU worker can finish it in time."""
+
+    prompt_tokens: int
+    predict_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     model: str
     candidates: tuple[Candidate, ...]
     verdict: str = "ok"
+    note: str = ""  # why the CPU tier refused, when it did
 
     @property
     def reason(self) -> str:
         return self.candidates[0].reason if self.candidates else self.verdict
 
 
-def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, queued: int = 0) -> Plan:
+def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, queued: int = 0,
+           need: Need | None = None) -> Plan:
     workers = list(snap.workers.values())
     holders = [w for w in workers if w.has(model)]
     if not holders:
         blind = [] if any(w.ever_up for w in workers) else _gpu_first(workers)
         return Plan(model, tuple(Candidate(w.name, "panic") for w in blind), "ok" if blind else UNKNOWN_MODEL)
-    up = [w for w in holders if w.up]
-    resident = [w for w in up if w.tier == "gpu" and _resident(w, model, load)]
+    serving = [w for w in holders if w.serving]
+    gpus = [w for w in serving if w.tier == "gpu"]
+    healthy = [w for w in gpus if not _degraded(w, load)]
+    resident = [w for w in healthy if _resident(w, model, load)]
     ready = [w for w in resident if _has_slot(w, model, load)]
-    cold = cold_placements(snap, load, model, [w for w in up if w.tier == "gpu" and w not in resident])
-    cpu = _cpu(load, model, [w for w in up if w.tier == "cpu"])
-    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.up])]
+    cold = cold_placements(snap, load, model, [w for w in healthy if w not in resident])
+    slow = _degraded_candidates(load, model, [w for w in gpus if w not in healthy])
+    cpu, refusal = _cpu(snap, load, model, [w for w in serving if w.tier == "cpu"], need)
+    tail = slow + cpu if snap.config.failover.degraded_rank == "before_cpu" else cpu + slow
+    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.serving])]
     if ready:
-        return Plan(model, tuple(_order_ready(ready, load, model, session) + cold + cpu + panic))
+        return Plan(model, tuple(_order_ready(ready, load, model, session) + cold + tail + panic), note=refusal)
     if resident:
         if cold and cold[0].reason == "fits" and _wait_beats_load(snap, load, model, resident, queued):
-            return Plan(model, (Candidate(cold[0].worker, "replica"), *cold[1:], *cpu, *panic))
+            return Plan(model, (Candidate(cold[0].worker, "replica"), *cold[1:], *tail, *panic), note=refusal)
         return Plan(model, (), QUEUE)
-    candidates = tuple(cold + cpu + panic)
-    if candidates:
-        return Plan(model, candidates)
-    return Plan(model, (), QUEUE if up else UNKNOWN_MODEL)
+    if cold or tail:
+        return Plan(model, tuple(cold + tail + panic), note=refusal)
+    if refusal:
+        return Plan(model, tuple(panic), "ok" if panic else CPU_REFUSED, note=refusal)
+    if panic:
+        return Plan(model, tuple(panic))
+    return Plan(model, (), QUEUE if serving else UNKNOWN_MODEL)
+
+
+def _degraded(w: WorkerView, load: Load) -> str | None:
+    return w.degraded or load.slow_reason(w.name)
+
+
+def _degraded_candidates(load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
+    """Degraded GPU workers still beat nothing: loaded copies with a slot first, then the rest."""
+    usable = [w for w in workers if not _worker_full(w, load)]
+    ranked = sorted(usable, key=lambda w: (not (_resident(w, model, load) and _has_slot(w, model, load)),
+                                            load.get(w.name)))
+    return [Candidate(w.name, "degraded") for w in ranked]
 
 
 def _resident(w: WorkerView, model: str, load: Load) -> bool:
@@ -165,10 +198,25 @@ def _pinned(snap: Snapshot, model: str, worker: str) -> bool:
     return cfg is not None and worker in cfg.pin
 
 
-def _cpu(load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
-    usable = [w for w in workers if not _worker_full(w, load)]
-    ranked = sorted(usable, key=lambda w: (model not in w.resident, load.get(w.name)))
-    return [Candidate(w.name, "cpu-resident" if model in w.resident else "cpu") for w in ranked]
+def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need: Need | None
+         ) -> tuple[list[Candidate], str]:
+    """CPU workers that can finish this request within cpu_max_expected_s, and if some could
+    not, a message saying what the CPU tier can take (a fast clear refusal beats a timeout)."""
+    failover = snap.config.failover
+    usable = sorted((w for w in workers if not _worker_full(w, load)),
+                    key=lambda w: (model not in w.resident, load.get(w.name)))
+    out, refusal = [], ""
+    for w in usable:
+        rate = load.decode_rate(w.name, model) or load.worker_rate(w.name) or failover.cpu_tokens_per_s
+        expected_s = 0.0 if need is None else need.prompt_tokens / (10 * rate) + need.predict_tokens / rate
+        if expected_s > failover.cpu_max_expected_s:
+            refusal = (f"no GPU worker can serve {model!r} now, and the CPU tier only takes requests it can finish "
+                       f"within {failover.cpu_max_expected_s:g}s: about {int(failover.cpu_max_expected_s * rate)} "
+                       f"tokens at {rate:.0f} tokens/s; this one asks for {need.predict_tokens} (~{expected_s:.0f}s). "
+                       "Ask for fewer tokens (num_predict) or retry later")
+            continue
+        out.append(Candidate(w.name, "cpu-resident" if model in w.resident else "cpu"))
+    return out, refusal
 
 
 def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[WorkerView], queued: int) -> bool:

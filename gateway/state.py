@@ -36,6 +36,9 @@ class WorkerView:
     down_since: float | None = None
     gpu: GpuReading | None = None
     slots_total: int | None = None
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0
+    ejections: int = 0
 
     @property
     def name(self) -> str:
@@ -50,9 +53,28 @@ class WorkerView:
         return self.config.url
 
     @property
+    def serving(self) -> bool:
+        """Passes health checks and is not ejected for failing real traffic."""
+        return self.up and not self.ejected_until
+
+    @property
+    def degraded(self) -> str | None:
+        """Why a GPU worker is not at full GPU speed, from its own readings; None when it is."""
+        if self.tier != "gpu":
+            return None
+        if self.gpu is not None and not self.gpu.ok:
+            return f"GPU {self.gpu.index} cannot be read: {self.gpu.error}"
+        for model, r in self.resident.items():
+            if r.size and r.size_vram < r.size:
+                return f"{model} is {100 * r.size_vram / r.size:.0f}% on the GPU (spilled to CPU)"
+        return None
+
+    @property
     def state(self) -> str:
+        if self.ejected_until and self.up:
+            return "ejected"
         if self.up:
-            return "healthy"
+            return "degraded" if self.degraded else "healthy"
         return "down" if self.ever_up or self.probed_at is not None else "unknown"
 
     def has(self, model: str) -> bool:
@@ -76,6 +98,9 @@ class Snapshot:
 
     def up_workers(self) -> list[WorkerView]:
         return [w for w in self.workers.values() if w.up]
+
+    def serving_workers(self) -> list[WorkerView]:
+        return [w for w in self.workers.values() if w.serving]
 
 
 def initial(config: RoutingConfig, *, wall_now: float, now: float) -> Snapshot:
@@ -133,6 +158,35 @@ def with_failure(snap: Snapshot, name: str, error: str, now: float) -> Snapshot:
     new = dataclasses.replace(old, up=False, successes=0, failures=snap.config.health.unhealthy_threshold,
                               last_error=error, down_since=now)
     return _replace_worker(snap, new, now)
+
+
+def with_outcome(snap: Snapshot, name: str, ok: bool, now: float) -> Snapshot:
+    """Passive health (outlier detection): consecutive failures in real traffic eject a worker
+    for eject_s, doubling on each repeat up to max_eject_s, never more than max_ejected_share
+    of the fleet at once. A success resets the count. Unchanged state returns the same snapshot."""
+    old = snap.workers.get(name)
+    if old is None or (ok and old.consecutive_failures == 0):
+        return snap
+    if ok:
+        return _replace_worker(snap, dataclasses.replace(old, consecutive_failures=0), now)
+    outlier = snap.config.outlier
+    failures = old.consecutive_failures + 1
+    if failures < outlier.consecutive_failures or old.ejected_until:
+        return _replace_worker(snap, dataclasses.replace(old, consecutive_failures=failures), now)
+    ejected = sum(1 for w in snap.workers.values() if w.ejected_until)
+    if (ejected + 1) > outlier.max_ejected_share * len(snap.workers):
+        return _replace_worker(snap, dataclasses.replace(old, consecutive_failures=failures), now)
+    eject_s = min(outlier.max_eject_s, outlier.eject_s * 2 ** old.ejections)
+    new = dataclasses.replace(old, consecutive_failures=0, ejected_until=now + eject_s, ejections=old.ejections + 1,
+                              last_error=f"ejected for {eject_s:g}s after {failures} failed requests in a row")
+    return _replace_worker(snap, new, now)
+
+
+def with_ejections_expired(snap: Snapshot, now: float) -> Snapshot:
+    expired = [w for w in snap.workers.values() if w.ejected_until and w.ejected_until <= now]
+    for w in expired:
+        snap = _replace_worker(snap, dataclasses.replace(w, ejected_until=0.0), now)
+    return snap
 
 
 def _apply_probe(old: WorkerView, probe: Probe, config: RoutingConfig, now: float) -> WorkerView:

@@ -25,7 +25,7 @@ from gateway.handlers.common import (
     refusal,
     resolve,
 )
-from gateway.router import UNKNOWN_MODEL, Plan, choose
+from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
 
 RUNNING = "Ollama is running"
 API_VERSION = "0.12.6"  # the Ollama API this gateway speaks, for fleets without Ollama workers
@@ -51,9 +51,11 @@ async def infer(request: web.Request) -> web.StreamResponse:
             body = orjson.dumps(data)
         outcome.session = session_key(request, data, snap.config.routing.affinity)
         gw.inflight.requested(model, gw.clock())
-        plan = await _plan(gw, model, outcome.session)
+        plan = await _plan(gw, model, outcome.session, need_of(data, len(body), outcome.endpoint, snap))
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked)
+        if plan.verdict == CPU_REFUSED:
+            raise NoCapacity(plan.note, snap.config.server.retry_after_s)
         front = FrontRequest(outcome.endpoint, request.path, body, data, model)
         return await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
     except GatewayError as exc:
@@ -64,12 +66,23 @@ async def infer(request: web.Request) -> web.StreamResponse:
         account(gw.metrics, snap, outcome)
 
 
-async def _plan(gw: Gateway, model: str, session: str | None) -> Plan:
+def need_of(data: dict, body_size: int, endpoint: str, snap) -> Need:
+    """Roughly what the request asks for: ~4 bytes a prompt token, num_predict or the default."""
+    options = data.get("options") if isinstance(data.get("options"), dict) else {}
+    predict = options.get("num_predict")
+    if endpoint not in ("chat", "generate"):
+        predict = 0
+    elif not isinstance(predict, int) or isinstance(predict, bool) or predict < 0:
+        predict = snap.config.failover.default_num_predict
+    return Need(prompt_tokens=body_size // 4, predict_tokens=predict)
+
+
+async def _plan(gw: Gateway, model: str, session: str | None, need: Need) -> Plan:
     """A plan now, or after waiting in the model's queue while every copy is busy."""
     admission, config = gw.admission, gw.holder.current.config
 
     def plan() -> Plan:
-        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model))
+        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model), need)
 
     return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
                                  config.server.retry_after_s)
