@@ -90,7 +90,10 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
     tail = slow + cpu if snap.config.failover.degraded_rank == "before_cpu" else cpu + slow
     panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.serving])]
     if ready:
-        return Plan(model, tuple(_order_ready(ready, load, model, session) + cold + tail + panic), note=refusal)
+        # Busy loaded copies come after idle capacity: only a failure of the first choices reaches them.
+        busy = [Candidate(w.name, "resident-busy") for w in resident if w not in ready]
+        order = _order_ready(ready, load, model, session) + cold + busy + tail + panic
+        return Plan(model, tuple(order), note=refusal)
     if resident:
         if cold and cold[0].reason == "fits" and _wait_beats_load(snap, load, model, resident, queued):
             return Plan(model, (Candidate(cold[0].worker, "replica"), *cold[1:], *tail, *panic), note=refusal)

@@ -92,3 +92,64 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
     yield start
     for http in sessions:
         await http.close()
+
+
+@dataclass
+class SimProcess:
+    """A simulated worker in its own process, so tests can kill -9, SIGSTOP and restart it."""
+
+    name: str
+    port: int
+    args: list[str]
+    process: object = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> SimProcess:
+        import asyncio
+        import sys
+
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backends.sim", "--port", str(self.port), "--name", self.name, *self.args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(self.url + "/"):
+                        return self
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+        raise RuntimeError(f"sim worker {self.name} did not start")
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+
+@pytest.fixture
+async def sim_processes():
+    import signal
+    import socket
+
+    started: list[SimProcess] = []
+
+    async def start(name: str, *args: str, port: int | None = None) -> SimProcess:
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        proc = await SimProcess(name, port, list(args)).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.process.returncode is None:
+            proc.signal(signal.SIGCONT)
+            proc.kill()
+            await proc.process.wait()

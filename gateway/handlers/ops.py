@@ -27,7 +27,7 @@ def health_report(gw: Gateway) -> tuple[int, dict]:
     snap = gw.holder.current
     age = gw.clock() - snap.updated_at
     stale_after = 3 * snap.config.health.interval_s + snap.config.health.timeout_s
-    serving = [w.name for w in snap.workers.values() if w.up]
+    serving = [w.name for w in snap.workers.values() if w.serving]
     problems = []
     if not serving:
         problems.append("no worker is healthy")
@@ -51,9 +51,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
+    slow = gw.inflight.slow_reason(w.name)
+    now = gw.clock()
     return {
-        "name": w.name, "kind": w.config.kind, "tier": w.tier, "url": w.url, "state": w.state,
-        "error": w.last_error, "version": w.version,
+        "name": w.name, "kind": w.config.kind, "tier": w.tier, "url": w.url,
+        "state": "degraded" if w.state == "healthy" and slow else w.state,
+        "degraded": w.degraded or slow, "error": w.last_error, "version": w.version,
+        "ejected_for_s": round(w.ejected_until - now, 1) if w.ejected_until else None,
+        "failures_in_a_row": w.consecutive_failures, "slots": w.slots_total,
         "inflight": gw.inflight.get(w.name), "max_inflight": w.config.max_inflight,
         "models": len(w.models),
         "resident": [
