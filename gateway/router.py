@@ -95,8 +95,10 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
         order = _order_ready(ready, load, model, session) + cold + busy + tail + panic
         return Plan(model, tuple(order), note=refusal)
     if resident:
-        if cold and cold[0].reason == "fits" and _wait_beats_load(snap, load, model, resident, queued):
-            return Plan(model, (Candidate(cold[0].worker, "replica"), *cold[1:], *tail, *panic), note=refusal)
+        spare = [c for c in cold if c.reason in ("fits", "evict")]  # never spill a replica to CPU
+        if spare and _wait_beats_load(snap, load, model, resident, queued):
+            first = Candidate(spare[0].worker, "replica", spare[0].evicts)
+            return Plan(model, (first, *[c for c in cold if c != spare[0]], *tail, *panic), note=refusal)
         return Plan(model, (), QUEUE)
     if cold or tail:
         return Plan(model, tuple(cold + tail + panic), note=refusal)
