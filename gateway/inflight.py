@@ -127,6 +127,7 @@ class InFlight:
             reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"
             self._slow[worker] = (self._clock() + degraded_s, reason)
             return
+        self._slow.pop(worker, None)  # back at its usual speed: trusted again at once
         self._rates[(worker, model)] = _ewma(learned, rate)
 
     def remember_session(self, key: str | None, worker: str) -> None:

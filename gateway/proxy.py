@@ -83,7 +83,8 @@ class Proxy:
             outcome.worker, outcome.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
-                    timeout_s = failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
+                    timeout_s = (failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
+                                 + self._whole_answer_allowance(front, worker, plan.model))
                     response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s)
                     self._committed(plan, candidate, outcome)
                     return response
@@ -103,6 +104,18 @@ class Proxy:
         if not candidate.loads:
             return 0.0
         return vram.predicted_load_s(snap, plan.model, self._inflight.load_s(plan.model))
+
+    def _whole_answer_allowance(self, front: FrontRequest, worker: WorkerView, model: str) -> float:
+        """A non-streamed answer's first byte comes when the whole generation is done: allow for it,
+        at the worker's measured decode rate (the configured CPU rate until measured)."""
+        if front.endpoint not in ("chat", "generate") or front.data.get("stream", True) is not False:
+            return 0.0
+        failover = self._holder.current.config.failover
+        options = front.data.get("options") if isinstance(front.data.get("options"), dict) else {}
+        predict = options.get("num_predict")
+        predict = predict if isinstance(predict, int) and predict > 0 else failover.default_num_predict
+        rate = self._inflight.decode_rate(worker.name, model) or self._inflight.worker_rate(worker.name)
+        return predict / (rate or failover.cpu_tokens_per_s)
 
     def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
         now = self._clock()

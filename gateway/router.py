@@ -99,7 +99,11 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
         if spare and _wait_beats_load(snap, load, model, resident, queued):
             first = Candidate(spare[0].worker, "replica", spare[0].evicts)
             return Plan(model, (first, *[c for c in cold if c != spare[0]], *tail, *panic), note=refusal)
-        return Plan(model, (), QUEUE)
+        # A degraded copy with a free slot serves now rather than wait; its answer re-measures it.
+        idle_slow = [c for c in slow if _has_slot(snap.workers[c.worker], model, load)
+                     and _resident(snap.workers[c.worker], model, load)]
+        rest = [c for c in tail if c not in idle_slow]
+        return Plan(model, (*idle_slow, *rest, *panic), note=refusal) if idle_slow else Plan(model, (), QUEUE)
     if cold or tail:
         return Plan(model, tuple(cold + tail + panic), note=refusal)
     if refusal:
