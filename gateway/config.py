@@ -77,6 +77,11 @@ class ModelConfig(_Strict):
     def _duration(cls, value: str | int | float | None) -> str | int | float | None:
         if isinstance(value, str):
             parse_duration_s(value)
+            try:  # Ollama refuses a unitless string ("300": missing unit); send it as a number
+                number = float(value)
+            except ValueError:
+                return value
+            return int(number) if number.is_integer() else number
         return value
 
 

@@ -1,10 +1,11 @@
-"""A simulated Ollama worker: a real aiohttp server, faithful to Ollama's API and behaviour.
+"""A simulated Ollama worker: a real aiohttp server, faithful to Ollama's HTTP API and behaviour
+(residency in a VRAM budget, serial loads, eviction, slots, queue, keep-alive, failure modes).
 
-Tests, benchmarks and the demo use it. Imports nothing from gateway/.
+Tests, benchmarks and the demo use it as a fake worker. Must never import gateway/.
 """
 
-from backends.sim.catalog import SimModel, parse_models, parse_size
+from backends.sim.app import SIM_WORKER, build_sim_app
 from backends.sim.engine import MODES, SimWorker
-from backends.sim.server import SIM_WORKER, build_sim_app
+from backends.sim.models import SimModel, parse_models, parse_size
 
 __all__ = ["MODES", "SIM_WORKER", "SimModel", "SimWorker", "build_sim_app", "parse_models", "parse_size"]

@@ -1,4 +1,4 @@
-"""`python -m backends.sim --port P ...`: a standalone simulated Ollama worker."""
+"""`python -m backends.sim --port P ...`: a standalone simulated Ollama worker (see cli.py)."""
 
 import argparse
 

@@ -1,216 +1,253 @@
-"""The simulated worker's inference endpoints: /api/generate, /api/chat, /api/embed,
-/api/embeddings, as Ollama answers them (NDJSON streams, final fields in ns, load/unload).
+"""The simulated worker's native generation endpoints, as Ollama answers them: /api/generate and
+/api/chat (NDJSON streams whose headers wait for the first token, final fields in ns, load-only
+and unload requests, tool calls, JSON formats), plus the helpers embed.py and openai.py share.
 
-Token text is deterministic (a hash of the prompt picks words), paced at the worker's
-rate. Headers go out only with the first token, as Ollama does. No VRAM logic here.
+Residency and slots come from the engine, words and pacing from content.py. No gateway imports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import math
-import struct
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 
-from backends.sim.catalog import SimModel, parse_keep_alive
-from backends.sim.engine import Busy, Loaded, SimWorker
+from backends.sim.content import DEFAULT_TOKENS, count_tokens, paced, tokens_for
+from backends.sim.engine import Busy, ModelGone, Resident, SimWorker
+from backends.sim.models import SimModel, parse_keep_alive
+from backends.sim.wire import (
+    BUSY,
+    NDJSON,
+    SIM_WORKER,
+    SimError,
+    json_response,
+    model_field,
+    now_iso,
+    read_json,
+    want_stream,
+)
 
-WORDS = ("the", "sky", "is", "blue", "because", "light", "scatters", "in", "air", "and", "short", "waves",
-         "bend", "more", "than", "long", "ones", "so", "we", "see", "it", "every", "day", "here")
-DEFAULT_TOKENS = 24
-NO_PACING = 100_000.0
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def tokens_for(text: str, n: int, fmt: object) -> list[str]:
-    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
-    words = [" " + WORDS[(seed + i * 7) % len(WORDS)] for i in range(n)]
-    if fmt and n >= 2:  # a JSON answer, still n tokens
-        words = ['{"answer": "'] + [w.strip() + " " for w in words[1:-1]] + ['"}']
-    return words
+MALFORMED = b'{"model": oops'
 
 
-def prompt_text(data: dict, chat: bool) -> str:
+def requested_model(worker: SimWorker, data: dict) -> tuple[str, SimModel]:
+    """(the name as the client spelled it, the model on disk) or SimError 400/404 as Ollama."""
+    name = model_field(data)
+    if not name:
+        raise SimError(400, "model is required")
+    model = worker.find(name)
+    if model is None:
+        raise SimError(404, f'model "{name}" not found, try pulling it first')
+    return name, model
+
+
+def keep_alive_of(worker: SimWorker, data: dict) -> float:
+    try:
+        return parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
+    except ValueError as exc:
+        raise SimError(400, str(exc)) from None
+
+
+async def acquire(worker: SimWorker, model: SimModel, keep_alive_s: float) -> Resident:
+    try:
+        return await worker.acquire(model, keep_alive_s)
+    except Busy:
+        raise SimError(503, BUSY) from None
+    except ModelGone:
+        raise SimError(404, f'model "{model.name}" not found, try pulling it first') from None
+
+
+def load_seconds(res: Resident, started: float) -> float:
+    """Ollama's load_duration: time spent getting the model ready for this request."""
+    return max(0.0, (res.ready_at or started) - started)
+
+
+def drop_connection(request: web.Request, worker: SimWorker) -> None:
+    """The worker process died: the socket closes with no (further) answer. Never returns."""
+    worker.stats.dropped += 1
+    if request.transport is not None:
+        request.transport.close()
+    raise asyncio.CancelledError()  # aiohttp then drops the request quietly, as on a client disconnect
+
+
+def malformed_response() -> web.Response:
+    return web.Response(body=MALFORMED, content_type="application/json")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, chat=False)
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, chat=True)
+
+
+async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
+    worker = request.app[SIM_WORKER]
+    data = await read_json(request)
+    name, model = requested_model(worker, data)
+    keep_alive_s = keep_alive_of(worker, data)
+    if not (data.get("messages") if chat else data.get("prompt")):
+        return await _load_only(worker, model, name, keep_alive_s, chat)
+    started = time.monotonic()
+    try:
+        res = await acquire(worker, model, keep_alive_s)
+        try:
+            answer = Answer(worker, res, name, data, chat, started)
+            return await (answer.stream(request) if want_stream(data) else answer.whole(request))
+        finally:
+            worker.release(res)
+    except (asyncio.CancelledError, ConnectionResetError):
+        if worker.mode != "drop":
+            worker.stats.cancelled += 1
+        raise asyncio.CancelledError() from None
+
+
+async def _load_only(worker: SimWorker, model: SimModel, name: str, keep_alive_s: float,
+                     chat: bool) -> web.Response:
+    """An empty prompt only loads the model; with keep_alive 0 it unloads it instead."""
+    if keep_alive_s == 0:
+        worker.expire_after_use(model.name)
+        reason = "unload"
+    else:
+        worker.release(await acquire(worker, model, keep_alive_s))
+        reason = "load"
+    body = {"model": name, "created_at": now_iso()}
+    body |= {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+    return json_response(body | {"done": True, "done_reason": reason})
+
+
+class Answer:
+    """One generation: its tokens, the NDJSON line template, and the final fields."""
+
+    def __init__(self, worker: SimWorker, res: Resident, name: str, data: dict, chat: bool, started: float) -> None:
+        self.worker, self.res, self.name, self.chat, self.started = worker, res, name, chat, started
+        self.load_s = load_seconds(res, started)
+        text = _prompt_text(data, chat)
+        self.prompt_count = count_tokens(text)
+        self.tool_calls = _tool_calls(data) if chat else None
+        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        limit = options.get("num_predict")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            count, self.reason = limit, "length"
+        else:
+            count, self.reason = DEFAULT_TOKENS, "stop"
+        if self.tool_calls:
+            self.tokens, self.reason = [""], "stop"
+        else:
+            self.tokens = tokens_for(text, count, data.get("format"))
+        self._head = b'{"model":' + orjson.dumps(name) + b',"created_at":"'
+        self._mid = b'","message":{"role":"assistant","content":' if chat else b'","response":'
+        self._tail = b'},"done":false}\n' if chat else b',"done":false}\n'
+
+    def paced(self, request: web.Request):
+        return paced(request, self.worker, self.res, self.tokens)
+
+    def render(self, batch: list[str]) -> bytes:
+        """NDJSON lines for tokens that fall due together (they share a timestamp)."""
+        if self.tool_calls:
+            return orjson.dumps(self._piece("", self.tool_calls) | {"done": False}) + b"\n"
+        stamp = self._head + now_iso().encode() + self._mid
+        return b"".join(stamp + orjson.dumps(token) + self._tail for token in batch)
+
+    def _piece(self, text: str, tool_calls: list | None = None) -> dict:
+        out: dict = {"model": self.name, "created_at": now_iso()}
+        if not self.chat:
+            return out | {"response": text}
+        message = {"role": "assistant", "content": text}
+        return out | {"message": message | {"tool_calls": tool_calls} if tool_calls else message}
+
+    def final(self, text: str, tool_calls: list | None = None) -> dict:
+        rate = self.worker.rate(self.res)
+        prompt_s, eval_s = self.prompt_count / (rate * 10), len(self.tokens) / rate
+        out = self._piece(text, tool_calls) | {"done": True, "done_reason": self.reason}
+        if not self.chat:
+            out["context"] = list(range(1, self.prompt_count + len(self.tokens) + 1))
+        total_s = max(time.monotonic() - self.started, self.load_s + prompt_s + eval_s)
+        return out | {"total_duration": int(total_s * 1e9), "load_duration": int(self.load_s * 1e9),
+                      "prompt_eval_count": self.prompt_count, "prompt_eval_duration": max(1, int(prompt_s * 1e9)),
+                      "eval_count": len(self.tokens), "eval_duration": max(1, int(eval_s * 1e9))}
+
+    async def whole(self, request: web.Request) -> web.Response:
+        parts: list[str] = []
+        async for batch in self.paced(request):
+            parts += batch
+            if self.worker.mode == "drop" and len(parts) >= 2:
+                drop_connection(request, self.worker)
+        if self.worker.mode == "error":
+            raise SimError(500, "simulated failure")
+        odd = misbehaviour(request, self.worker)
+        self.worker.stats.completed += odd is None
+        return odd or json_response(self.final("".join(parts), self.tool_calls))
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+        if await send_tokens(request, self.worker, resp, self.paced(request), self.render,
+                             b'{"error":"simulated failure"}\n', MALFORMED + b"\n"):
+            final = MALFORMED if self.worker.mode == "malformed" else orjson.dumps(self.final(""))
+            await resp.write(final + b"\n")
+            await resp.write_eof()
+            self.worker.stats.completed += 1
+        return resp
+
+
+async def send_tokens(request: web.Request, worker: SimWorker, resp: web.StreamResponse,
+                      batches: AsyncIterator[list[str]], render: Callable[[list[str]], bytes], failure: bytes,
+                      garbage: bytes) -> bool:
+    """Write token batches as they fall due, as the worker's mode has it. Headers go out with the
+    first token, as Ollama sends them, so a failure before it is a plain error answer. False when
+    the stream ended early with a failure line. Shared with the /v1 streams."""
+    sent = 0
+    async for batch in batches:
+        mode = worker.mode
+        if mode == "error" and not resp.prepared:
+            raise SimError(500, "simulated failure")
+        if not resp.prepared:
+            await resp.prepare(request)
+        if mode == "error":  # a stream that fails once started ends with one error line
+            await resp.write(failure)
+            await resp.write_eof()
+            return False
+        if mode == "drop":
+            batch = batch[: max(0, 2 - sent)]
+        if batch:
+            await resp.write(garbage * len(batch) if mode == "malformed" else render(batch))
+            sent += len(batch)
+        if mode == "drop" and sent >= 2:
+            drop_connection(request, worker)
+    if not resp.prepared:
+        await resp.prepare(request)
+    if worker.mode == "drop":  # a short answer is cut before its last line
+        drop_connection(request, worker)
+    return True
+
+
+def _prompt_text(data: dict, chat: bool) -> str:
     if not chat:
-        return str(data.get("system") or "") + str(data.get("prompt") or "")
-    messages = data.get("messages") or []
+        return f"{data.get('system') or ''}{data.get('prompt') or ''}"
+    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
     return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
 
 
-def num_predict(data: dict) -> tuple[int, str]:
-    options = data.get("options") if isinstance(data.get("options"), dict) else {}
-    n = options.get("num_predict")
-    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
-        return n, "length"
-    return DEFAULT_TOKENS, "stop"
+def _tool_calls(data: dict) -> list[dict] | None:
+    """With tools offered and the user speaking last, the model calls the first tool."""
+    tools, messages = data.get("tools"), data.get("messages")
+    if not tools or not isinstance(tools, list) or not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    if last.get("role") != "user":
+        return None
+    function = tools[0].get("function") if isinstance(tools[0], dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return [{"function": {"name": name or "tool", "arguments": {}}}]
 
 
-def final_fields(worker: SimWorker, lm: Loaded, prompt_count: int, n: int, load_s: float, started: float) -> dict:
-    rate = worker.rate(lm)
-    return {"total_duration": int((time.monotonic() - started) * 1e9), "load_duration": int(load_s * 1e9),
-            "prompt_eval_count": prompt_count, "prompt_eval_duration": int(prompt_count / (rate * 10) * 1e9),
-            "eval_count": n, "eval_duration": int(n / rate * 1e9)}
-
-
-async def generate(request: web.Request, worker: SimWorker, data: dict, model: SimModel,
-                   chat: bool) -> web.StreamResponse:
-    try:
-        keep_alive_s = parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
-    except ValueError as exc:
-        return error(400, str(exc))
-    empty = not data.get("messages") if chat else not data.get("prompt")
-    if empty:
-        return await _load_only(worker, model, keep_alive_s, chat)
-    try:
-        lm, load_s = await worker.acquire(model)
-    except Busy:
-        return error(503, "server busy, please try again.  maximum pending requests exceeded")
-    try:
-        return await _answer(request, worker, data, lm, load_s, chat)
-    except (asyncio.CancelledError, ConnectionResetError):
-        worker.stats.cancelled += 1
-        raise
-    finally:
-        await worker.release(lm, keep_alive_s)
-
-
-async def _load_only(worker: SimWorker, model: SimModel, keep_alive_s: float, chat: bool) -> web.Response:
-    reason = "unload" if keep_alive_s == 0 else "load"
-    if reason == "unload":
-        worker.unload_now(model.name)
-    else:
-        lm, _ = await worker.acquire(model)
-        await worker.release(lm, keep_alive_s)
-    body = {"model": model.name, "created_at": now_iso(), "done": True, "done_reason": reason}
-    body.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
-    return web.json_response(body)
-
-
-async def _answer(request: web.Request, worker: SimWorker, data: dict, lm: Loaded, load_s: float,
-                  chat: bool) -> web.StreamResponse:
-    started = time.monotonic() - load_s
-    text = prompt_text(data, chat)
-    n, reason = num_predict(data)
-    calls = _tool_calls(data) if chat and _wants_tool(data) else None
-    tokens = [] if calls else tokens_for(text, n, data.get("format"))
-    fields = {"done": True, "done_reason": "stop" if calls else reason}
-    if not chat:
-        fields["context"] = list(range(len(text.split()) + len(tokens)))
-    timing = (len(text.split()), load_s, started)
-    if data.get("stream", True) is not False:
-        return await _stream(request, worker, lm, tokens, chat, calls, fields, timing)
-    parts = [t async for t in _paced(worker, lm, tokens)]
+def misbehaviour(request: web.Request, worker: SimWorker) -> web.Response | None:
+    """What the "drop" and "malformed" modes make of a whole (non-streamed) answer."""
     if worker.mode == "drop":
-        request.transport.close()
-        return web.Response()
-    body = _piece(lm.model.name, "".join(parts), chat, calls)
-    body.update(fields, **final_fields(worker, lm, timing[0], len(tokens), load_s, started))
-    worker.stats.completed += 1
-    return _malformed() if worker.mode == "malformed" else web.json_response(body)
-
-
-async def _stream(request, worker, lm, tokens, chat, calls, fields, timing) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    sent = 0
-    async for token in _paced(worker, lm, tokens):
-        if not resp.prepared:
-            await resp.prepare(request)
-        if worker.mode == "drop" and sent == 2:
-            request.transport.close()  # the process died mid-answer: the chunked body just stops
-            return resp
-        if worker.mode == "malformed":
-            await resp.write(b'{"model": oops\n')
-        else:
-            await resp.write(orjson.dumps(_piece(lm.model.name, token, chat, None) | {"done": False}) + b"\n")
-        sent += 1
-    if not resp.prepared:
-        await resp.prepare(request)
-    final = _piece(lm.model.name, "", chat, calls)
-    final.update(fields, **final_fields(worker, lm, timing[0], len(tokens), timing[1], timing[2]))
-    await resp.write(orjson.dumps(final) + b"\n")
-    await resp.write_eof()
-    worker.stats.completed += 1
-    return resp
-
-
-async def _paced(worker: SimWorker, lm: Loaded, tokens: list[str]) -> AsyncIterator[str]:
-    for token in tokens:
-        rate = worker.rate(lm)
-        await asyncio.sleep(0 if rate >= NO_PACING else 1.0 / rate)
-        yield token
-    if not tokens:
-        await asyncio.sleep(0)
-
-
-def _piece(model: str, content: str, chat: bool, tool_calls) -> dict:
-    out = {"model": model, "created_at": now_iso()}
-    if chat:
-        message = {"role": "assistant", "content": content}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        out["message"] = message
-    else:
-        out["response"] = content
-    return out
-
-
-def _wants_tool(data: dict) -> bool:
-    tools, messages = data.get("tools"), data.get("messages") or []
-    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    return bool(tools) and isinstance(tools, list) and last.get("role") == "user"
-
-
-def _tool_calls(data: dict) -> list[dict]:
-    tool = data["tools"][0] if isinstance(data["tools"][0], dict) else {}
-    name = (tool.get("function") or {}).get("name", "tool")
-    return [{"function": {"name": name, "arguments": {}}}]
-
-
-def _malformed() -> web.Response:
-    return web.Response(body=b'{"model": oops', content_type="application/json")
-
-
-def vector(text: str, dims: int) -> list[float]:
-    raw = hashlib.shake_256(text.encode("utf-8", "replace")).digest(dims * 4)
-    values = [v / 2**31 - 1.0 for v in struct.unpack(f"<{dims}I", raw)]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
-
-
-async def embed(request: web.Request, worker: SimWorker, data: dict, model: SimModel, legacy: bool) -> web.Response:
-    try:
-        keep_alive_s = parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
-    except ValueError as exc:
-        return error(400, str(exc))
-    inputs = data.get("prompt", "") if legacy else data.get("input", [])
-    inputs = [inputs] if isinstance(inputs, str) else inputs
-    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        return error(400, "invalid input type")
-    dims = data.get("dimensions") if isinstance(data.get("dimensions"), int) else model.embedding_length
-    started = time.monotonic()
-    try:
-        lm, load_s = await worker.acquire(model)
-    except Busy:
-        return error(503, "server busy, please try again.  maximum pending requests exceeded")
-    await worker.release(lm, keep_alive_s)
-    worker.stats.completed += 1
-    vectors = [vector(text, dims) for text in inputs]
-    if legacy:
-        return web.json_response({"embedding": vectors[0] if vectors else []})
-    return web.json_response({"model": model.name, "embeddings": vectors,
-                              "total_duration": int((time.monotonic() - started) * 1e9),
-                              "load_duration": int(load_s * 1e9),
-                              "prompt_eval_count": sum(len(t.split()) for t in inputs)})
+        drop_connection(request, worker)
+    if worker.mode == "malformed":
+        return malformed_response()
+    return None

@@ -111,3 +111,11 @@ def test_the_example_documents_every_key_of_the_schema():
     missing = [f"{section}.{key}" for section, model in sections.items() for key in model.model_fields
                if not re.search(rf"\b{key}\b", comments)]
     assert missing == [], f"config.example.toml does not explain: {missing}"
+
+
+def test_keep_alive_numbers_written_as_strings_are_sent_as_numbers():
+    config = parse_config(MINIMAL + b'[models."a"]\nkeep_alive = "-1"\n[models."b"]\nkeep_alive = "30m"\n')
+    assert config.models["a"].keep_alive == -1 and config.models["b"].keep_alive == "30m"
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + b'[models."c"]\nkeep_alive = "soon"\n')
+    assert 'models."c".keep_alive' in info.value.errors[0]
