@@ -7,7 +7,6 @@ Exit codes: 0 success, 2 bad config or usage, 1 anything else that failed.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from gateway.settings import DEFAULT_LISTEN
 
@@ -57,13 +56,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_or_report
 
-    try:
-        config = load_config(args.path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.path}: {line}", file=sys.stderr)
+    config = load_or_report(args.path)
+    if config is None:
         return 2
     tiers = {t: sum(w.tier == t for w in config.workers) for t in ("gpu", "cpu")}
     print(f"{args.path}: ok ({len(config.workers)} workers: {tiers['gpu']} gpu, {tiers['cpu']} cpu; "

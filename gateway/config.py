@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -181,6 +182,16 @@ class ConfigError(Exception):
         self.path = str(path)
         self.errors = errors
         super().__init__(f"{path}: {len(errors)} error(s): " + "; ".join(errors))
+
+
+def load_or_report(path: str | Path) -> RoutingConfig | None:
+    """The config at `path`, or None after printing every error (one a line, key path first) to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"{exc.path}: {line}", file=sys.stderr)
+        return None
 
 
 def load_config(path: str | Path) -> RoutingConfig:

@@ -11,7 +11,7 @@ import structlog
 
 from gateway import logs, runner
 from gateway.app import build_app
-from gateway.config import ConfigError, load_config
+from gateway.config import load_or_report
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.serve")
@@ -25,11 +25,8 @@ def serve(config_path: str | None = None, listen: str | None = None) -> int:
         print(f"bad settings: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
-    try:
-        config = load_config(settings.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.path}: {line}", file=sys.stderr)
+    config = load_or_report(settings.config)
+    if config is None:
         return 2
     runner.run(lambda: _main(settings, config))
     return 0
