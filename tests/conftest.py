@@ -153,3 +153,18 @@ async def sim_processes():
             proc.signal(signal.SIGCONT)
             proc.kill()
             await proc.process.wait()
+
+
+@pytest.fixture
+def start_sim(aiohttp_client):
+    """A simulated worker on a loopback port, fast unless told otherwise: (worker, test client)."""
+
+    async def start(**options):
+        if isinstance(options.get("models"), str):
+            options["models"] = parse_models(options["models"])
+        options.setdefault("load_s_per_gib", 0.005)
+        options.setdefault("tokens_per_s", 100_000)
+        worker = SimWorker(**options)
+        return worker, await aiohttp_client(build_sim_app(worker))
+
+    return start

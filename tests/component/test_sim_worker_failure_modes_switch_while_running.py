@@ -3,27 +3,19 @@ drop, malformed, slow and gpu_lost each fail the way a real worker in that state
 
 import asyncio
 import time
+from functools import partial
 
 import aiohttp
 import orjson
 import pytest
-
-from backends.sim import SimWorker, build_sim_app, parse_models
 
 GIB = 1024**3
 FAILURE = {"error": "simulated failure"}
 
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=1GiB"))
-        options.setdefault("load_s_per_gib", 0.005)
-        options.setdefault("tokens_per_s", 100_000)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=1GiB")
 
 
 def generate(client, stream: bool = False, tokens: int = 8):

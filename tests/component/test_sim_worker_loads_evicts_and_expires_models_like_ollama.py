@@ -3,25 +3,18 @@ time, evicts the idle model whose keep-alive ends soonest, waits for busy ones, 
 
 import asyncio
 from datetime import datetime
+from functools import partial
 
 import pytest
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from backends.sim import parse_models
 
 GIB = 1024**3
 
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=3GiB,b:1b=3GiB,c:1b=3GiB"))
-        options.setdefault("vram_bytes", 8 * GIB)
-        options.setdefault("load_s_per_gib", 0.005)
-        options.setdefault("tokens_per_s", 100_000)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=3GiB,b:1b=3GiB,c:1b=3GiB", vram_bytes=8 * GIB)
 
 
 async def gen(client, model, **extra):

@@ -3,27 +3,20 @@ from a model or uploaded blobs, copy, delete (which unloads), and content-addres
 
 import asyncio
 import hashlib
+from functools import partial
 
 import orjson
 import pytest
 
-from backends.sim import SimModel, SimWorker, build_sim_app, parse_models
+from backends.sim import SimModel
 
 GIB = 1024**3
 NO_MANIFEST = {"error": "pull model manifest: file does not exist"}
 
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=1GiB"))
-        options.setdefault("load_s_per_gib", 0.005)
-        options.setdefault("tokens_per_s", 100_000)
-        options.setdefault("pull_s_per_gib", 0.01)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=1GiB", pull_s_per_gib=0.01)
 
 
 async def post_lines(client, path: str, body: dict) -> tuple[int, list[dict]]:

@@ -2,23 +2,16 @@
 served, answers 503 past max_queue, and stops a generation at once when its client goes away."""
 
 import asyncio
+from functools import partial
 
 import pytest
-
-from backends.sim import SimWorker, build_sim_app, parse_models
 
 BUSY = {"error": "server busy, please try again.  maximum pending requests exceeded"}
 
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=1GiB,b:1b=1GiB"))
-        options.setdefault("load_s_per_gib", 0.005)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=1GiB,b:1b=1GiB", tokens_per_s=400.0)
 
 
 async def until(condition, timeout_s: float = 2.0) -> None:

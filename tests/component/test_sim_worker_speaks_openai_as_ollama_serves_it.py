@@ -1,22 +1,15 @@
 """The simulated worker's /v1 endpoints answer in OpenAI's shapes as Ollama serves them, over the
 same residency, slots and pacing as the native API."""
 
+from functools import partial
+
 import orjson
 import pytest
 
-from backends.sim import SimWorker, build_sim_app, parse_models
-
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=1GiB,all-minilm=0.05GiB"))
-        options.setdefault("load_s_per_gib", 0.005)
-        options.setdefault("tokens_per_s", 100_000)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=1GiB,all-minilm=0.05GiB")
 
 
 CHAT = {"model": "a:1b", "messages": [{"role": "user", "content": "hello there"}]}

@@ -4,26 +4,18 @@ tool calls, Ollama's errors, deterministic text and embeddings."""
 
 import time
 from datetime import datetime
+from functools import partial
 
 import orjson
 import pytest
-
-from backends.sim import SimWorker, build_sim_app, parse_models
 
 GIB = 1024**3
 FINAL_NS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
 
 @pytest.fixture
-async def sim(aiohttp_client):
-    async def start(**options):
-        options.setdefault("models", parse_models("a:1b=1GiB,nomic-embed-text=0.25GiB"))
-        options.setdefault("load_s_per_gib", 0.005)
-        options.setdefault("tokens_per_s", 100_000)
-        worker = SimWorker(**options)
-        return worker, await aiohttp_client(build_sim_app(worker))
-
-    return start
+def sim(start_sim):
+    return partial(start_sim, models="a:1b=1GiB,nomic-embed-text=0.25GiB")
 
 
 async def lines_of(resp) -> list[dict]:
