@@ -99,7 +99,7 @@ class InFlight:
         pair = self._pairs.setdefault((worker, model), _Pair())
         pair.inflight += 1
         pair.last_used = max(pair.last_used, now)
-        claim = Claim(self, worker, model)
+        claim = Claim(self, worker, model, pair.inflight)
         try:
             yield claim
         finally:
@@ -113,6 +113,12 @@ class InFlight:
         pair = self._pairs.setdefault((worker, model), _Pair())
         pair.generating += 1
         pair.slots = min(SLOT_CAP, max(pair.slots, pair.generating))
+
+    def learn_slots(self, worker: str, model: str, at_least: int) -> None:
+        """A request the worker served without queueing, sent while `at_least - 1` others were in flight:
+        a FIFO worker served them all at once, so it has at least that many slots."""
+        pair = self._pairs.setdefault((worker, model), _Pair())
+        pair.slots = min(SLOT_CAP, max(pair.slots, at_least))
 
     def finished(self, model: str, duration_s: float, load_s: float | None) -> None:
         self._service_s[model] = _ewma(self._service_s.get(model), duration_s)
@@ -142,10 +148,11 @@ class InFlight:
 class Claim:
     """One request's hold on a worker slot; marks when its stream started."""
 
-    __slots__ = ("_owner", "worker", "model", "started")
+    __slots__ = ("_owner", "worker", "model", "started", "peers")
 
-    def __init__(self, owner: InFlight, worker: str, model: str) -> None:
+    def __init__(self, owner: InFlight, worker: str, model: str, peers: int = 1) -> None:
         self._owner, self.worker, self.model, self.started = owner, worker, model, False
+        self.peers = peers  # requests in flight to this worker and model when this one was sent, itself included
 
     def first_byte(self) -> None:
         if not self.started:

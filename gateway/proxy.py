@@ -50,6 +50,7 @@ class Outcome:
     load_s: float | None = None
     service_s: float | None = None
     eval_s: float | None = None
+    queued_s: float | None = None
 
 
 class Proxy:
@@ -86,7 +87,7 @@ class Proxy:
                     timeout_s = (failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
                                  + self._whole_answer_allowance(front, worker, plan.model))
                     response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s)
-                    self._committed(plan, candidate, outcome)
+                    self._committed(plan, candidate, outcome, claim)
                     return response
             except AttemptFailed as exc:
                 failures.append(exc)
@@ -117,7 +118,7 @@ class Proxy:
         rate = self._inflight.decode_rate(worker.name, model) or self._inflight.worker_rate(worker.name)
         return predict / (rate or failover.cpu_tokens_per_s)
 
-    def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome) -> None:
+    def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome, claim: Claim) -> None:
         now = self._clock()
         self._holder.update(lambda s: state.with_outcome(s, candidate.worker, True, now))
         if outcome.outcome == "ok":
@@ -126,6 +127,8 @@ class Proxy:
                 busy_s = max(0.0, time.monotonic() - outcome.started - (outcome.load_s or 0.0))
             self._inflight.finished(plan.model, busy_s, outcome.load_s)
             self._inflight.remember_session(outcome.session, candidate.worker)
+            if outcome.queued_s is not None and outcome.service_s and outcome.queued_s < 0.1 * outcome.service_s:
+                self._inflight.learn_slots(candidate.worker, plan.model, claim.peers)
             if outcome.tokens and outcome.eval_s:
                 failover = self._holder.current.config.failover
                 self._inflight.record_rate(candidate.worker, plan.model, outcome.tokens / outcome.eval_s,

@@ -129,6 +129,9 @@ def read_final_fields(line: bytes, outcome) -> None:
         if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
             outcome.service_s = (prompt_ns + eval_ns) / 1e9
             outcome.eval_s = eval_ns / 1e9 if eval_ns > 0 else None
+            total_ns = final.get("total_duration")
+            if isinstance(total_ns, int) and total_ns > 0:  # what is left of the total was waiting at the worker
+                outcome.queued_s = max(0.0, (total_ns - prompt_ns - eval_ns - (load_ns or 0)) / 1e9)
 
 
 def _ollama_error(body: bytes, status: int) -> bytes:

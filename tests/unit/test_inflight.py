@@ -60,3 +60,13 @@ def test_sessions_remember_the_last_worker_and_forget_the_oldest():
     load.remember_session("c", "gpu0")
     assert load.session_worker("a") == "gpu2" and load.session_worker("b") is None
     assert load.session_worker(None) is None
+
+
+def test_a_request_served_without_waiting_teaches_the_slots_it_shared():
+    load = InFlight()
+    with load.claim("gpu0", M), load.claim("gpu0", M), load.claim("gpu0", M) as third:
+        assert third.peers == 3
+    load.learn_slots("gpu0", M, third.peers)
+    assert load.slots("gpu0", M) == 3
+    load.learn_slots("gpu0", M, 2)
+    assert load.slots("gpu0", M) == 3, "slots never shrink from a smaller observation"
