@@ -123,7 +123,7 @@ class FailoverConfig(_Strict):
     retry_budget_min_per_s: Annotated[float, Field(ge=0)] = 5.0
     degraded_rank: Literal["before_cpu", "after_cpu"] = "before_cpu"
     slow_decode_factor: Annotated[float, Field(gt=1)] = 5.0
-    degraded_s: PositiveFloat = 60.0
+    degraded_s: PositiveFloat = 15.0
     cpu_max_expected_s: PositiveFloat = 30.0
     cpu_tokens_per_s: PositiveFloat = 20.0
     default_num_predict: PositiveInt = 256

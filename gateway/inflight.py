@@ -31,7 +31,7 @@ class InFlight:
     def __init__(self, max_sessions: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._rates: dict[tuple[str, str], float] = {}
-        self._slow: dict[str, tuple[float, str]] = {}
+        self._slow: dict[str, tuple[float, str, float]] = {}
         self._workers: dict[str, int] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._last_request: dict[str, float] = {}
@@ -86,8 +86,13 @@ class InFlight:
 
     def slow_reason(self, worker: str) -> str | None:
         """Why this worker counts as degraded by its own answers, while that lasts."""
-        until, reason = self._slow.get(worker, (0.0, ""))
+        until, reason, _ = self._slow.get(worker, (0.0, "", 0.0))
         return reason if until > self._clock() else None
+
+    def slow_rate(self, worker: str) -> float | None:
+        """The decode rate that made this worker count as degraded, while that verdict lasts."""
+        until, _, rate = self._slow.get(worker, (0.0, "", 0.0))
+        return rate if until > self._clock() else None
 
     # -- writes (the request path only) --------------------------------------------------
     def requested(self, model: str, now: float) -> None:
@@ -131,7 +136,7 @@ class InFlight:
         learned = self._rates.get((worker, model))
         if learned is not None and rate < learned / slow_factor:
             reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"
-            self._slow[worker] = (self._clock() + degraded_s, reason)
+            self._slow[worker] = (self._clock() + degraded_s, reason, rate)
             return
         self._slow.pop(worker, None)  # back at its usual speed: trusted again at once
         self._rates[(worker, model)] = _ewma(learned, rate)

@@ -39,6 +39,7 @@ class Load(Protocol):
     def decode_rate(self, worker: str, model: str) -> float | None: ...
     def worker_rate(self, worker: str) -> float | None: ...
     def slow_reason(self, worker: str) -> str | None: ...
+    def slow_rate(self, worker: str) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,12 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
         if spare and _wait_beats_load(snap, load, model, resident, queued):
             first = Candidate(spare[0].worker, "replica", spare[0].evicts)
             return Plan(model, (first, *[c for c in cold if c != spare[0]], *tail, *panic), note=refusal)
-        # A degraded copy with a free slot serves now rather than wait; its answer re-measures it.
+        # A degraded copy with a free slot serves now if it would finish before a slot frees up
+        # on the healthy copies; its answer re-measures it.
+        wait_s = _predicted_wait_s(load, model, resident, queued)
         idle_slow = [c for c in slow if _has_slot(snap.workers[c.worker], model, load)
-                     and _resident(snap.workers[c.worker], model, load)]
+                     and _resident(snap.workers[c.worker], model, load)
+                     and _slow_finish_s(snap, load, model, c.worker, need) < wait_s]
         rest = [c for c in tail if c not in idle_slow]
         return Plan(model, (*idle_slow, *rest, *panic), note=refusal) if idle_slow else Plan(model, (), QUEUE)
     if cold or tail:
@@ -228,14 +232,27 @@ def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need
     return out, refusal
 
 
-def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[WorkerView], queued: int) -> bool:
-    """Demand-driven scale-out: load a replica when waiting for a slot would take longer."""
+def _predicted_wait_s(load: Load, model: str, resident: list[WorkerView], queued: int) -> float:
+    """How long a new request would wait for a slot on the loaded copies; 0 when nothing is measured."""
     service_s = load.service_s(model)
     if service_s is None:
-        return False  # nothing measured yet: a guess is no reason to load a model
+        return 0.0  # nothing measured yet: a guess is no reason to load a model or go slow
     slots = sum(_slots(w, model, load) for w in resident)
-    wait_s = (queued + 1) * service_s / max(1, slots)
-    return wait_s > vram.predicted_load_s(snap, model, load.load_s(model))
+    return (queued + 1) * service_s / max(1, slots)
+
+
+def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[WorkerView], queued: int) -> bool:
+    """Demand-driven scale-out: load a replica when waiting for a slot would take longer."""
+    wait_s = _predicted_wait_s(load, model, resident, queued)
+    return wait_s > 0 and wait_s > vram.predicted_load_s(snap, model, load.load_s(model))
+
+
+def _slow_finish_s(snap: Snapshot, load: Load, model: str, worker: str, need: Need | None) -> float:
+    """The time a degraded worker needs for this request: at its slow rate when measured, else at
+    its usual rate divided by slow_decode_factor; unknown counts as too slow."""
+    rate = load.slow_rate(worker) or (load.decode_rate(worker, model) or 0.0) / snap.config.failover.slow_decode_factor
+    predict = need.predict_tokens if need else snap.config.failover.default_num_predict
+    return predict / rate if rate > 0 else float("inf")
 
 
 def _rendezvous(session: str | None, worker: str) -> int:
