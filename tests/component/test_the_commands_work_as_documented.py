@@ -9,6 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from backends import llamaserver
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "gateway"]
 
@@ -110,7 +112,15 @@ async def test_demo_starts_a_fleet_and_stops_on_ctrl_c(processes):
         async with http.post(url + "/api/chat", json=body) as r:
             assert r.status == 200 and r.headers["X-Beacon-Worker"] in ("gpu0", "gpu1")
     assert {"llama3.2:1b", "qwen2.5:7b", "llama3.1:8b"} <= names
+    if llamaserver.binary() is not None:  # a real llama.cpp worker joins the demo fleet
+        assert "tiny-llama:latest" in names
+        async with aiohttp.ClientSession() as http:
+            body = {"model": "tiny-llama", "prompt": "hello", "stream": False, "options": {"num_predict": 3}}
+            async with http.post(url + "/api/generate", json=body) as r:
+                assert r.status == 200 and r.headers["X-Beacon-Worker"] == "llama0"
+                assert (await r.json())["eval_count"] == 3
     demo.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(demo.wait(), 10) == 0
     output = (await demo.stdout.read()).decode()
     assert "beacon-gateway demo is running" in output and "OLLAMA_HOST=" in output
+    assert ("llama0 is a real llama-server" in output) == (llamaserver.binary() is not None)

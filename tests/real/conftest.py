@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.llama import LlamaServer, binary, start_server
-from tests.real.tinymodels import make_tiny_llama
+from backends.llamaserver import LlamaServer, binary, start_server
+from backends.tinygguf import make_tiny_llama
 
 EXE = binary()
 

@@ -1,7 +1,6 @@
-"""Starting real llama-server processes for tests: find the binary, pick a port, wait until ready.
-
-The binary comes from BEACON_LLAMA_SERVER or the cache `.ci/build-llama-server` fills. Tests
-skip only when that binary is absent (and say how to build it); any other failure fails.
+"""Starting real llama-server processes (tests and the demo): find the binary, pick a port,
+wait until ready. The binary comes from BEACON_LLAMA_SERVER or the cache that
+`.ci/build-llama-server` fills; None when neither has one.
 """
 
 from __future__ import annotations

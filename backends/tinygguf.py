@@ -1,8 +1,9 @@
-"""Tiny llama-architecture GGUF models with random weights, made at test time (no model hub).
+"""Tiny llama-architecture GGUF models with random weights, made on the spot (no model hub).
 
 Decoding speed and API behaviour do not depend on weight values, so a 64-wide, 2-block
 model exercises a real llama-server in milliseconds. Such a model emits arbitrary byte
 tokens: streamed text contains invalid and split UTF-8, as real models' streams can.
+Needs the `gguf` package (a test extra); the demo uses it only when it is installed.
 """
 
 from __future__ import annotations
