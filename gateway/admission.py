@@ -1,8 +1,9 @@
 """Bounded per-model waiting when every candidate is busy: first in, first out, then 503.
 
-Only the head of a model's queue re-plans; it is woken when a slot of that model frees,
-when the fleet changes, or when the waiter before it leaves. A full queue or a wait past
-`queue_timeout_s` is answered 503 with Retry-After. Decides nothing about placement.
+Only the head of a model's queue re-plans; it is woken when any request ends (a slot frees,
+or a busy model in the way of a cold load goes idle), when the fleet changes, or when the
+waiter before it leaves. A full queue or a wait past `queue_timeout_s` is answered 503 with
+Retry-After. Decides nothing about placement.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class Admission:
         return {m: len(q) for m, q in self._queues.items() if q}
 
     def release(self, model: str) -> None:
-        """A slot that `model` can use has freed: let the head of its queue look again."""
+        """A request of `model` has ended: its slot is free, and the model may now be idle, so a
+        cold model waiting for it to drain may load. The head of every queue looks again, this
+        model's first (the router is pure and cheap; the queues are per model, so few)."""
         queue = self._queues.get(model)
         if queue:
             queue[0].set()
+        self.wake_all()
 
     def wake_all(self) -> None:
         for queue in self._queues.values():

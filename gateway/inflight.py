@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,6 +37,7 @@ class InFlight:
         self._last_request: dict[str, float] = {}
         self._service_s: dict[str, float] = {}
         self._load_s: dict[str, float] = {}
+        self._evicted: dict[tuple[str, str], float] = {}
         self._sessions: OrderedDict[str, str] = OrderedDict()
         self._max_sessions = max_sessions
 
@@ -62,6 +63,11 @@ class InFlight:
     def active_models(self, worker: str, since: float) -> list[str]:
         """Models this worker got requests for that are in flight or newer than `since` (its last probe)."""
         return [m for (w, m), p in self._pairs.items() if w == worker and m and (p.inflight or p.last_used > since)]
+
+    def evicted_at(self, worker: str, model: str) -> float:
+        """When we last sent a load to `worker` that evicts `model` (0 when never): until the next
+        probe, the snapshot still lists it resident."""
+        return self._evicted.get((worker, model), 0.0)
 
     def service_s(self, model: str) -> float | None:
         return self._service_s.get(model)
@@ -97,6 +103,10 @@ class InFlight:
     # -- writes (the request path only) --------------------------------------------------
     def requested(self, model: str, now: float) -> None:
         self._last_request[model] = now
+
+    def evicting(self, worker: str, models: Iterable[str], now: float) -> None:
+        for model in models:
+            self._evicted[(worker, model)] = now
 
     @contextmanager
     def claim(self, worker: str, model: str = "", now: float = 0.0) -> Iterator[Claim]:

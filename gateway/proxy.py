@@ -84,6 +84,7 @@ class Proxy:
             outcome.worker, outcome.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
+                    self._inflight.evicting(worker.name, candidate.evicts, self._clock())
                     timeout_s = (failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
                                  + self._whole_answer_allowance(front, worker, plan.model))
                     response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s)
@@ -127,7 +128,9 @@ class Proxy:
                 busy_s = max(0.0, time.monotonic() - outcome.started - (outcome.load_s or 0.0))
             self._inflight.finished(plan.model, busy_s, outcome.load_s)
             self._inflight.remember_session(outcome.session, candidate.worker)
-            if outcome.queued_s is not None and outcome.service_s and outcome.queued_s < 0.1 * outcome.service_s:
+            # Ollama's queue time leaves out load_duration: a request that waited behind a load would look unqueued.
+            if (outcome.queued_s is not None and outcome.service_s and outcome.queued_s < 0.1 * outcome.service_s
+                    and (outcome.load_s or 0.0) < 0.05):
                 self._inflight.learn_slots(candidate.worker, plan.model, claim.peers)
             if outcome.tokens and outcome.eval_s:
                 failover = self._holder.current.config.failover

@@ -32,6 +32,7 @@ class Load(Protocol):
     def model_inflight(self, worker: str, model: str) -> int: ...
     def slots(self, worker: str, model: str) -> int: ...
     def last_used(self, worker: str, model: str) -> float: ...
+    def evicted_at(self, worker: str, model: str) -> float: ...
     def active_models(self, worker: str, since: float) -> list[str]: ...
     def service_s(self, model: str) -> float | None: ...
     def load_s(self, model: str) -> float | None: ...
@@ -110,6 +111,9 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
         return Plan(model, (*idle_slow, *rest, *panic), note=refusal) if idle_slow else Plan(model, (), QUEUE)
     if cold or tail:
         return Plan(model, tuple(cold + tail + panic), note=refusal)
+    if healthy:
+        # Every healthy GPU is full or held by models with requests in flight: they drain soon.
+        return Plan(model, (), QUEUE, note=refusal)
     if refusal:
         return Plan(model, tuple(panic), "ok" if panic else CPU_REFUSED, note=refusal)
     if panic:
@@ -131,10 +135,15 @@ def _degraded_candidates(load: Load, model: str, workers: list[WorkerView]) -> l
 
 def _resident(w: WorkerView, model: str, load: Load) -> bool:
     """Resident by the last probe, or by our own traffic since then: a copy we sent requests to
-    after the probe ran is loaded or loading, whatever that probe said."""
-    if model in w.resident or load.model_inflight(w.name, model):
+    after the probe ran is loaded or loading, and one we evicted since is gone, whatever that
+    probe said."""
+    if load.model_inflight(w.name, model):
         return True
-    return w.probed_at is not None and load.last_used(w.name, model) > w.probed_at
+    probed = w.probed_at if w.probed_at is not None else float("-inf")
+    used = load.last_used(w.name, model)
+    if model in w.resident:
+        return load.evicted_at(w.name, model) <= max(probed, used)
+    return used > probed
 
 
 def _slots(w: WorkerView, model: str, load: Load) -> int:
@@ -175,12 +184,13 @@ def cold_placements(snap: Snapshot, load: Load, model: str, workers: list[Worker
             fits.append((free - need, load.get(w.name), w))
         elif (victims := _victims(snap, load, w, need - free)) is not None:
             evict.append((max((load.last_used(w.name, m) for m in victims), default=0.0), len(victims), w, victims))
-        else:
-            spill.append(w)
+        elif (total := vram.capacity(w)) is not None and need > total:
+            spill.append(w)  # can never fit whole: a partial offload is the only way to serve it here
+        # else: only busy models stand in the way; loading now would make them drain: wait instead
     out = [Candidate(w.name, "fits") for _, _, w in sorted(fits, key=lambda t: (-t[0], t[1]))]
     out += [Candidate(w.name, "unknown-vram") for w in sorted(unknown, key=lambda w: load.get(w.name))]
     out += [Candidate(w.name, "evict", tuple(v)) for _, _, w, v in sorted(evict, key=lambda t: (t[0], t[1]))]
-    return out + [Candidate(w.name, "spill") for w in spill]
+    return out + [Candidate(w.name, "spill") for w in sorted(spill, key=lambda w: load.get(w.name))]
 
 
 def _free(snap: Snapshot, w: WorkerView, load: Load) -> int | None:
@@ -190,13 +200,14 @@ def _free(snap: Snapshot, w: WorkerView, load: Load) -> int | None:
         return None
     since = w.probed_at if w.probed_at is not None else float("-inf")
     pending = [m for m in load.active_models(w.name, since) if m not in w.resident]
-    return max(0, free - sum(vram.footprint(snap, m) or 0 for m in pending))
+    gone = sum(r.size_vram for m, r in w.resident.items() if not _resident(w, m, load))  # evicted by our loads
+    return max(0, free + gone - sum(vram.footprint(snap, m) or 0 for m in pending))
 
 
 def _victims(snap: Snapshot, load: Load, w: WorkerView, missing: int) -> list[str] | None:
     """The coldest idle, unpinned models whose unloading frees `missing` bytes, or None."""
     idle = [(load.last_used(w.name, m), r.expires_at or "", m, r.size_vram) for m, r in w.resident.items()
-            if load.model_inflight(w.name, m) == 0 and not _pinned(snap, m, w.name)]
+            if load.model_inflight(w.name, m) == 0 and not _pinned(snap, m, w.name) and _resident(w, m, load)]
     victims, freed = [], 0
     for _, _, m, size in sorted(idle):
         if freed >= missing:

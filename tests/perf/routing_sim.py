@@ -1,149 +1,289 @@
-"""A discrete-event model of a GPU fleet for routing benchmarks: Ollama-like workers
-(VRAM budget, serial loads, idle models evicted, per-model slots, FIFO wait) in simulated time.
-
-No sockets, no sleeping, no asyncio: a heap of events. The same worker model serves every
-routing policy; only the eviction order differs for the offline-optimum baseline.
+"""A discrete-event model of an Ollama fleet for routing benchmarks, the trace it replays and the
+offline references: GPU workers with a VRAM budget, one load at a time, idle models evicted (least
+recently used unless told otherwise), per-model slots with a FIFO wait; a CPU worker holding every model.
+Simulated time only (a heap of events): no sockets, no asyncio, no sleeping, no gateway imports.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
-from collections import deque
+import random
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-PREFILL_S = 0.05
+PREFILL_S = 0.05  # a ~100-token prompt on a GPU; the CPU worker is CPU_SLOWDOWN times slower at both
+CPU_SLOWDOWN = 20.0
+MEAN_TOKENS = 150
+# name -> (GiB resident, tokens/s of one stream on a GPU): Q4 sizes, decode roughly memory-bound.
+MODELS: dict[str, tuple[float, float]] = {
+    "llama3.2:1b": (1.3, 400.0), "llama3.2:3b": (2.0, 250.0), "mistral:7b": (4.1, 140.0),
+    "llama3.1:8b": (4.9, 120.0), "llama2:13b": (7.4, 80.0), "phi4:14b": (9.0, 75.0),
+    "codestral:22b": (12.5, 50.0), "gemma3:27b": (16.0, 42.0), "qwen2.5:32b": (19.0, 36.0),
+    "codellama:34b": (20.0, 34.0), "llama3.3:70b": (40.0, 25.0),
+}
 
 
-@dataclass
+@dataclass(eq=False)
 class Request:
     rid: int
     arrival: float
     model: str
     tokens: int
     worker: str = ""
-    start: float | None = None
-    waited_for_load: bool = False
+    sent: float | None = None  # handed to a worker (after any wait at the gateway)
+    ready: float | None = None  # its model was loaded and ready for it on that worker
+    start: float | None = None  # got a slot
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
     done_at: float | None = None
-    claim: object = None
+    waited_for_load: bool = False
+    triggered_load: bool = False
+
+    @property
+    def ttft(self) -> float:
+        return self.start + self.prefill_s - self.arrival
 
 
-@dataclass
+@dataclass(eq=False)
 class Copy:
     size: float
     active: int = 0
     last_used: float = 0.0
+    ready: bool = False
+    draining: bool = False  # marked to unload once idle, so a waiting load cannot starve
+    owed: int = 0  # requests queued for it before it was marked: Ollama's runner already holds them
+    reload: bool = False  # a request came for it after it was marked: it will load again
 
 
-@dataclass
+@dataclass(eq=False)
 class Worker:
     name: str
     tier: str
     vram_gib: float
     slots: int
-    rate_scale: float = 1.0
-    resident: dict[str, Copy] = field(default_factory=dict)
+    max_loaded: int = 0  # OLLAMA_MAX_LOADED_MODELS; 0 = VRAM is the only limit
+    copies: dict[str, Copy] = field(default_factory=dict)
+    waiting: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
+    load_queue: deque = field(default_factory=deque)
     loading: str | None = None
-    waiting: deque = field(default_factory=deque)
 
     def used(self) -> float:
-        return sum(c.size for c in self.resident.values()) + (0.0 if self.loading is None else 0.0)
+        return sum(c.size for c in self.copies.values())
+
+    def fits(self, size: float) -> bool:
+        room = not self.max_loaded or len(self.copies) < self.max_loaded
+        return room and self.vram_gib - self.used() >= size
+
+    def holds(self, model: str) -> bool:
+        """Loaded or loading, and still taking requests."""
+        copy = self.copies.get(model)
+        return copy is not None and not copy.draining
 
     def outstanding(self) -> int:
-        return len(self.waiting) + sum(c.active for c in self.resident.values())
+        return sum(c.active for c in self.copies.values()) + sum(len(q) for q in self.waiting.values())
 
 
 class Fleet:
-    """Workers plus an event heap. `on_start`/`on_done` hooks let a policy observe the requests."""
+    """Workers plus an event heap. `step()` handles worker events itself and hands back the rest
+    ("arrive", "tick") for the routing policy; `on_start`/`on_done` let a policy watch requests."""
 
-    def __init__(self, workers: list[Worker], sizes: dict[str, float], rates: dict[str, float],
-                 load_fixed_s: float, load_gib_per_s: float, victim_order=None) -> None:
+    def __init__(self, workers: list[Worker], models: dict[str, tuple[float, float]], load_fixed_s: float = 1.0,
+                 load_gib_per_s: float = 2.0, victim_key: Callable[[str, Copy], object] | None = None) -> None:
         self.workers = {w.name: w for w in workers}
-        self.sizes, self.rates = sizes, rates
-        self.load_fixed_s, self.load_gib_per_s = load_fixed_s, load_gib_per_s
-        self.victim_order = victim_order  # None = least recently used (Ollama-like)
-        self.now = 0.0
-        self.events: list = []
-        self.seq = itertools.count()
-        self.loads = 0
-        self.load_seconds = 0.0
-        self.on_start = lambda req: None
-        self.on_done = lambda req: None
+        self.models, self.load_fixed_s, self.load_gib_per_s = models, load_fixed_s, load_gib_per_s
+        self.victim_key = victim_key or (lambda model, copy: copy.last_used)  # Ollama: equal keep-alives = LRU
+        self.now, self.events, self.seq = 0.0, [], itertools.count()
+        self.loads, self.load_seconds, self.avoidable_loads = 0, 0.0, 0
+        self.on_start: Callable[[Request], None] = lambda req: None
+        self.on_done: Callable[[Request], None] = lambda req: None
+        for w in workers:
+            if w.tier == "cpu":
+                w.copies["*"] = Copy(0.0, ready=True)  # holds every model, never loads
 
-    def at(self, t: float, kind: str, payload) -> None:
+    def at(self, t: float, kind: str, payload=None) -> None:
         heapq.heappush(self.events, (t, next(self.seq), kind, payload))
-
-    def load_time(self, model: str) -> float:
-        return self.load_fixed_s + self.sizes[model] / self.load_gib_per_s
-
-    def submit(self, req: Request, worker: str) -> None:
-        req.worker = worker
-        self.workers[worker].waiting.append(req)
-        self._advance(self.workers[worker])
-
-    def _advance(self, w: Worker) -> None:
-        """Start what can start, in arrival order: first requests for loaded models (a model that
-        just loaded serves the requests it loaded for), then at most one load at a time."""
-        if w.tier == "cpu":
-            for req in list(w.waiting):
-                if w.resident.setdefault("*", Copy(0.0)).active < w.slots:
-                    self._start(w, req, w.resident["*"])
-            return
-        for req in list(w.waiting):
-            copy = w.resident.get(req.model)
-            if copy is not None and copy.active < w.slots:
-                self._start(w, req, copy)
-        for req in list(w.waiting):
-            if req.model in w.resident or w.loading is not None:
-                req.waited_for_load = req.waited_for_load or req.model not in w.resident
-                continue
-            req.waited_for_load = True
-            if not self._make_room(w, req.model):
-                break  # Ollama waits for busy models to finish before it loads another
-            w.loading = req.model
-            seconds = self.load_time(req.model)
-            self.loads += 1
-            self.load_seconds += seconds
-            self.at(self.now + seconds, "loaded", (w.name, req.model))
-
-    def _make_room(self, w: Worker, model: str) -> bool:
-        need = self.sizes[model]
-        idle = [(m, c) for m, c in w.resident.items() if c.active == 0]
-        if self.victim_order:
-            order = self.victim_order(w, idle, self.now)
-        else:
-            order = sorted(idle, key=lambda t: t[1].last_used)  # least recently used first
-        for m, _ in order:
-            if w.vram_gib - w.used() >= need:
-                break
-            del w.resident[m]
-        return w.vram_gib - w.used() >= need
-
-    def _start(self, w: Worker, req: Request, copy: Copy) -> None:
-        w.waiting.remove(req)
-        copy.active += 1
-        copy.last_used = self.now
-        req.start = self.now
-        self.on_start(req)
-        rate = self.rates[req.model] * w.rate_scale
-        self.at(self.now + PREFILL_S + req.tokens / rate, "done", req)
 
     def step(self) -> tuple[str, object] | None:
         if not self.events:
             return None
         self.now, _, kind, payload = heapq.heappop(self.events)
         if kind == "loaded":
-            name, model = payload
-            w = self.workers[name]
-            w.loading = None
-            w.resident[model] = Copy(self.sizes[model], last_used=self.now)
-            self._advance(w)
+            self._loaded(*payload)
         elif kind == "done":
-            w = self.workers[payload.worker]
-            copy = w.resident.get(payload.model if w.tier == "gpu" else "*")
-            copy.active -= 1
-            copy.last_used = self.now
-            payload.done_at = self.now
-            self.on_done(payload)
-            self._advance(w)
+            self._done(payload)
         return kind, payload
+
+    def submit(self, req: Request, name: str) -> None:
+        w = self.workers[name]
+        req.worker, req.sent = name, self.now
+        key = req.model if w.tier == "gpu" else "*"
+        copy = w.copies.get(key)
+        if copy is None or not copy.ready or copy.draining:
+            req.waited_for_load = True
+        if (copy is None and key not in w.load_queue) or (copy is not None and copy.draining and not copy.reload):
+            req.triggered_load = True
+            self.avoidable_loads += self._loaded_elsewhere_with_a_slot(w, key)
+            if copy is not None:
+                copy.reload = True
+        w.waiting[key].append(req)
+        if copy is None:
+            self._want_load(w, key)
+        else:
+            self._grant(w, key)
+
+    def _loaded_elsewhere_with_a_slot(self, here: Worker, model: str) -> bool:
+        """S3's 'avoidable load', judged when the request that causes it is sent: another GPU worker
+        has the model ready with a free slot (a reload of a draining copy counts too)."""
+        for w in self.workers.values():
+            c = w.copies.get(model) if w is not here and w.tier == "gpu" else None
+            if c is not None and c.ready and not c.draining and c.active < w.slots and not w.waiting[model]:
+                return True
+        return False
+
+    def _grant(self, w: Worker, key: str) -> None:
+        copy, queue = w.copies[key], w.waiting[key]
+        while queue and copy.ready and (copy.owed or not copy.draining) and copy.active < w.slots:
+            copy.owed = max(0, copy.owed - 1)
+            self._start(w, copy, queue.popleft())
+
+    def _start(self, w: Worker, copy: Copy, req: Request) -> None:
+        copy.active += 1
+        copy.last_used = req.start = self.now
+        req.ready = req.sent if req.ready is None else req.ready
+        slow = CPU_SLOWDOWN if w.tier == "cpu" else 1.0
+        req.prefill_s = PREFILL_S * slow
+        req.decode_s = req.tokens * slow / self.models[req.model][1]
+        self.on_start(req)
+        self.at(self.now + req.prefill_s + req.decode_s, "done", req)
+
+    def _done(self, req: Request) -> None:
+        w = self.workers[req.worker]
+        key = req.model if w.tier == "gpu" else "*"
+        copy = w.copies[key]
+        copy.active -= 1
+        copy.last_used = req.done_at = self.now
+        self._grant(w, key)  # the worker hands the slot on before the gateway hears of the answer
+        if copy.draining and not copy.active and not copy.owed:
+            self._unload(w, key)
+        self._try_load(w)
+        self.on_done(req)
+
+    def _loaded(self, w: Worker, model: str) -> None:
+        w.loading = None
+        w.copies[model].ready = True
+        for req in w.waiting[model]:
+            req.ready = self.now
+        self._grant(w, model)
+        self._try_load(w)
+
+    def _unload(self, w: Worker, model: str) -> None:
+        del w.copies[model]
+        if w.waiting[model]:  # requests queued behind a drained copy need it back
+            self._want_load(w, model)
+
+    def _want_load(self, w: Worker, model: str) -> None:
+        if model not in w.load_queue:
+            w.load_queue.append(model)
+        self._try_load(w)
+
+    def _try_load(self, w: Worker) -> None:
+        """One load at a time, in the order first asked for; a load that needs busy models gone waits."""
+        while w.loading is None and w.load_queue:
+            model = w.load_queue[0]
+            if not w.waiting[model] or model in w.copies:
+                w.load_queue.popleft()  # nobody needs it any more, or a draining copy reloads when it goes
+                continue
+            if not self._make_room(w, model):
+                return
+            w.load_queue.popleft()
+            seconds = self.load_fixed_s + self.models[model][0] / self.load_gib_per_s
+            w.copies[model], w.loading = Copy(self.models[model][0]), model
+            self.loads, self.load_seconds = self.loads + 1, self.load_seconds + seconds
+            self.at(self.now + seconds, "loaded", (w, model))
+
+    def _make_room(self, w: Worker, model: str) -> bool:
+        size = self.models[model][0]
+        while not w.fits(size):
+            idle = [(m, c) for m, c in w.copies.items() if c.ready and not c.active]
+            if not idle:
+                self._drain_for(w, size)
+                return False
+            del w.copies[min(idle, key=lambda mc: self.victim_key(*mc))[0]]  # idle means nobody waits for it
+        return True
+
+    def _drain_for(self, w: Worker, size: float) -> None:
+        """Only busy models stand in the way: mark enough of them to unload when the requests they
+        hold end (new ones wait for a reload), as the project's simulated Ollama worker does."""
+        busy = sorted(((m, c) for m, c in w.copies.items() if c.ready and not c.draining),
+                      key=lambda mc: self.victim_key(*mc))
+        free = w.vram_gib - sum(c.size for c in w.copies.values() if not c.draining)
+        count = sum(not c.draining for c in w.copies.values())
+        for model, copy in busy:
+            if free >= size and not (w.max_loaded and count >= w.max_loaded):
+                break
+            copy.draining, copy.owed, free, count = True, len(w.waiting[model]), free + copy.size, count - 1
+
+
+class Future:
+    """The whole trace's future, for the offline baseline: when is each model next asked for."""
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.uses: dict[str, list[float]] = defaultdict(list)
+        for r in sorted(requests, key=lambda r: r.arrival):
+            self.uses[r.model].append(r.arrival)
+
+    def next_use(self, model: str, now: float) -> float:
+        times = self.uses.get(model, ())
+        i = bisect.bisect_right(times, now)
+        return times[i] if i < len(times) else float("inf")
+
+
+def pooled_belady(items: list[tuple[float, str, int]], capacity_gib: float, models: dict | None = None) -> int:
+    """Loads of one fleet-wide cache of the whole fleet's VRAM that evicts the model needed furthest
+    ahead: no placement, slot or timing limits. A reference for what fragmentation costs, not a proof."""
+    models = models or MODELS
+    uses = defaultdict(deque)
+    for i, (_, model, _) in enumerate(items):
+        uses[model].append(i)
+    cache, loads = set(), 0
+    for _, model, _ in items:
+        uses[model].popleft()
+        if model in cache:
+            continue
+        loads += 1
+        while sum(models[m][0] for m in cache) + models[model][0] > capacity_gib:
+            cache.remove(max(cache, key=lambda m: uses[m][0] if uses[m] else float("inf")))
+        cache.add(model)
+    return loads
+
+
+def mean_service_s(models: dict[str, tuple[float, float]]) -> float:
+    """A request's slot time averaged over models: rankings are shuffled, so each model is equally likely hot."""
+    return sum(PREFILL_S + MEAN_TOKENS / rate for _, rate in models.values()) / len(models)
+
+
+def trace(n: int, s: float, rate: float, seed: int, shift_s: float = 600.0, burst_every_s: float = 180.0,
+          models: dict | None = None) -> list[tuple[float, str, int]]:
+    """Poisson arrivals, Zipf(s) popularity over a ranking re-shuffled every shift_s, and every
+    burst_every_s a burst of 20-50 requests within 5 s to one of the three least popular models."""
+    rng = random.Random(seed)
+    names = list(models or MODELS)
+    ranking = names[:]
+    rng.shuffle(ranking)
+    weights = list(itertools.accumulate(1 / (k + 1) ** s for k in range(len(names))))
+    out, t, next_shift, next_burst = [], 0.0, shift_s, burst_every_s
+    while len(out) < n:
+        t += rng.expovariate(rate)
+        if t >= next_shift:
+            rng.shuffle(ranking)
+            next_shift += shift_s
+        if t >= next_burst:
+            cold = rng.choice(ranking[-3:])
+            out += [(t + rng.uniform(0, 5), cold) for _ in range(rng.randint(20, 50))]
+            next_burst += burst_every_s
+        out.append((t, rng.choices(ranking, cum_weights=weights)[0]))
+    out.sort()
+    return [(t, m, max(16, int(rng.gauss(MEAN_TOKENS, 50)))) for t, m in out[:n]]

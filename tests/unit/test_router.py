@@ -66,6 +66,27 @@ def test_a_copy_still_loading_counts_as_resident_so_a_burst_loads_it_once():
             assert choose(snap, load, M).verdict == QUEUE
 
 
+def test_a_model_our_load_evicted_is_gone_before_the_next_probe_says_so():
+    a, b = "a:latest", "b:latest"
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    probes = {"gpu0": resident_probe(disk={M: 8, b: 8}, resident={a: 8, b: 8}), "gpu1": resident_probe(disk={a: 8})}
+    snap = with_vram(snapshot(cfg, probes, now=100.0), {"gpu0": 16, "gpu1": 16})
+    load = InFlight()
+    with load.claim("gpu0", b, now=90.0):
+        pass  # b was used before a: the colder one
+    with load.claim("gpu0", a, now=95.0):
+        pass
+    plan = choose(snap, load, M)
+    assert names(plan) == [("gpu0", "evict")] and plan.candidates[0].evicts == (b,)
+    with load.claim("gpu0", M, now=101.0):
+        load.evicting("gpu0", plan.candidates[0].evicts, now=101.0)
+    again = choose(snap, load, b).candidates[0]
+    assert (again.worker, again.reason, again.evicts) == ("gpu0", "evict", (a,)), "b is gone: reloading it loads"
+    assert names(choose(snap, load, a))[0] == ("gpu0", "resident"), "a was not evicted"
+    with load.claim("gpu0", b, now=102.0):
+        assert names(choose(snap, load, b))[0] == ("gpu0", "resident"), "sent again since: loading again"
+
+
 def test_busy_resident_copies_mean_wait_unless_the_wait_beats_a_load():
     cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), extra="[routing]\nload_fixed_s = 1\nload_gib_per_s = 2\n")
     snap = snapshot(cfg, {"gpu0": resident_probe(resident={M: 2}), "gpu1": resident_probe(disk={M: 2})})
@@ -104,7 +125,10 @@ def test_eviction_picks_the_coldest_idle_unpinned_model():
     with busy(load, "gpu0", b, 1):
         assert choose(snap, load, M).candidates[0].evicts == (a,), "a model with requests in flight stays"
         with busy(load, "gpu0", a, 1):
-            assert names(choose(snap, load, M)) == [("gpu0", "spill")], "pinned c is never evicted"
+            plan = choose(snap, load, M)
+            assert (names(plan), plan.verdict) == ([], "queue"), "pinned c is never evicted; busy ones drain first"
+    huge = with_vram(snapshot(cfg, {"gpu0": resident_probe(disk={M: 30}, resident={c: 8})}), {"gpu0": 24})
+    assert names(choose(huge, InFlight(), M)) == [("gpu0", "spill")], "a model bigger than the GPU offloads partly"
 
 
 def test_a_worker_at_max_inflight_is_skipped_and_all_full_means_queue():
