@@ -54,13 +54,14 @@ class Probe:
 
 @dataclass(frozen=True, slots=True)
 class FrontRequest:
-    """What the client asked, in Ollama's terms, after the gateway resolved the model name."""
+    """What the client asked, after the gateway resolved the model name."""
 
-    endpoint: str  # chat | generate | embed | embeddings | show
+    endpoint: str  # ollama: chat | generate | embed | embeddings | show; openai: chat | completions | embeddings
     path: str
     body: bytes
     data: Mapping[str, Any]
     model: str  # the name clients see (Ollama-style)
+    api: str = "ollama"  # the front API the client speaks: "ollama" (/api/*) or "openai" (/v1/*)
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class UpstreamCall:
     translator: Any = None  # backends.answers.Translator for chat/generate
     whole: Any = None  # bytes -> bytes for embed/show answers
     headers: dict[str, str] = field(default_factory=dict)
+    front: str = "ollama"  # the client's API, which shapes errors and stream cuts: "ollama" or "openai"
 
 
 class Backend(Protocol):
@@ -88,6 +90,10 @@ class Backend(Protocol):
 
     async def shape(self, session: aiohttp.ClientSession, url: str, model: str,
                     timeout_s: float) -> ModelShape | None: ...
+
+    async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
+                     headers: Mapping[str, str] | None = None) -> None:
+        """Free the model's memory now; raises Unsupported where the worker cannot."""
 
 
 @dataclass(frozen=True, slots=True)

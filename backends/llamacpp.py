@@ -19,6 +19,7 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from backends.base import FrontRequest, ModelEntry, Probe, ResidentModel, UpstreamCall
 from backends.ollama import describe_error
 from backends.openai_compat import OpenAIBackend, get_json, ollama_name, show_answer, tags_entry
+from backends.translate import Unsupported
 
 _LOAD_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohttp.ClientConnectionError})
 
@@ -91,6 +92,17 @@ class LlamaCppBackend(OpenAIBackend):
                 return  # single-model mode has no /models/load: nothing to warm
             if resp.status >= 400:
                 raise ValueError(f"/models/load {model} answered {resp.status}: {(await resp.read())[:200]!r}")
+
+
+    async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
+                     headers: Mapping[str, str] | None = None) -> None:
+        """Router mode unloads on request; a single-model server holds its one model for life."""
+        async with session.post(f"{url}/models/unload", data=orjson.dumps({"model": model}), headers=headers,
+                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status == 404:
+                raise Unsupported("a single-model llama-server cannot unload its model (only router mode can)")
+            if resp.status >= 400:
+                raise ValueError(f"/models/unload {model} answered {resp.status}: {(await resp.read())[:200]!r}")
 
 
 def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEntry:

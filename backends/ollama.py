@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
+from backends import openai_front
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
 
 # A pooled keep-alive connection the worker already closed shows up as a disconnect on
@@ -55,6 +56,8 @@ class OllamaBackend:
 
     def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
         """Ollama workers take the client's own bytes on the same path."""
+        if front.api == "openai":
+            return openai_front.prepare(front, model_id, self.kind)
         return UpstreamCall("POST", front.path, front.body)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
@@ -70,6 +73,11 @@ class OllamaBackend:
             if resp.status != 200:
                 raise ValueError(f"warm-up of {model} answered {resp.status}: {(await resp.read())[:200]!r}")
             await resp.read()
+
+    async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
+                     headers: Mapping[str, str] | None = None) -> None:
+        """Ollama unloads a model at once on an empty-prompt generate with keep_alive 0."""
+        await self.warm(session, url, model, 0, timeout_s, headers)
 
     async def shape(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float) -> ModelShape | None:
         """The model's KV-cache shape from /api/show model_info, or None when it does not say."""

@@ -91,6 +91,9 @@ class OpenAIBackend:
     async def shape(self, session, url, model, timeout_s) -> ModelShape | None:
         return None
 
+    async def unload(self, session, url, model, timeout_s, headers=None) -> None:
+        raise Unsupported("an OpenAI-compatible worker manages its own models: it has no unload")
+
 
 def model_ids(listing: Mapping[str, Any]) -> list[str]:
     return [str(item["id"]) for item in listing.get("data") or () if isinstance(item, dict) and item.get("id")]

@@ -19,12 +19,13 @@ from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
 from gateway.errors import error_middleware
 from gateway.gpu import GpuReader, NvmlReader
-from gateway.handlers import manage, ollama, ops
+from gateway.handlers import admin, manage, ollama, ops, status_page
 from gateway.handlers.common import request_id_middleware
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
+from gateway.reload import Reloader
 from gateway.settings import Settings
 from gateway.warmer import Warmer
 
@@ -49,10 +50,16 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         gpus = GpuWatch(holder, gpu_reader or NvmlReader())
         warmer = Warmer(holder, inflight, session, prober, metrics, clock)
         admission = Admission()
-        metrics.watch(lambda: holder.current, inflight.view, admission.depths)
+        metrics.watch(lambda: holder.current, inflight.view, admission.depths, inflight.slow_reason)
         proxy = Proxy(session, holder, inflight, metrics, clock, on_release=admission.release)
+
+        async def after_swap(added: set[str]) -> None:
+            await prober.refresh(added)  # added workers: probed and warmed now, not a loop interval later
+            await warmer.step()
+
+        reloader = Reloader(holder, settings.config, inflight, metrics, clock, after_swap)
         app[GATEWAY] = Gateway(settings, holder, inflight, metrics, session, proxy, prober, admission, warmer, gpus,
-                               clock)
+                               clock, reloader)
         loops = Loops()
         loops.watch(holder, admission.wake_all)  # a worker that comes up may serve someone waiting
         if run_loops:
@@ -61,6 +68,7 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
             loops.start(lambda: holder.current.config.health.interval_s, prober.step, "probes")
             loops.start(lambda: holder.current.config.health.interval_s, gpus.step, "gpu")
             loops.start(lambda: holder.current.config.warmer.interval_s, warmer.step, "warmer")
+            loops.start(lambda: holder.current.config.server.config_poll_s or 5.0, reloader.watch_step, "config")
         try:
             yield
         finally:
@@ -95,4 +103,5 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/health", ops.health)
     app.router.add_get("/health/live", ops.live)
     app.router.add_get("/metrics", ops.metrics)
-    app.router.add_get("/status", ops.status_page)
+    admin.add_routes(app)
+    app.router.add_get("/status", status_page.status_page)

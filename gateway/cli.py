@@ -1,4 +1,5 @@
-"""The `beacon-gateway` command: serve, demo, check-config, status, sim-worker.
+"""The `beacon-gateway` command: serve, demo, check-config, status, the admin commands (drain,
+undrain, reload, warm, unload, explain) and sim-worker.
 
 Parses arguments and hands off; each subcommand's work lives in its own module.
 Exit codes: 0 success, 2 bad config or usage, 1 anything else that failed.
@@ -41,12 +42,45 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
     status.set_defaults(func=_status)
 
+    _admin_commands(sub)
+
     sim = sub.add_parser("sim-worker", help="run a simulated Ollama worker")
     from backends.sim.cli import add_sim_arguments
 
     add_sim_arguments(sim)
     sim.set_defaults(func=_sim_worker)
     return parser
+
+
+def _admin_commands(sub) -> None:
+    """Commands that act through the admin API of a running gateway."""
+    def add(name: str, help_text: str, *positional: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text)
+        for arg in positional:
+            cmd.add_argument(arg)
+        cmd.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
+        cmd.add_argument("--token", help="admin token (default: $BEACON_ADMIN_TOKEN)")
+        cmd.set_defaults(func=_admin, command=name)
+        return cmd
+
+    add("drain", "stop sending new requests to a worker; in-flight ones finish", "worker")
+    add("undrain", "let a drained worker take requests again", "worker")
+    add("reload", "reload the routing config file now")
+    add("warm", "load a model on a worker", "worker", "model")
+    add("unload", "unload a model from a worker", "worker", "model")
+    add("explain", "show where a request for a model would go now, and why", "model")
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from gateway.admin_client import call
+
+    worker = getattr(args, "worker", None)
+    path = {"reload": "/admin/reload", "explain": "/admin/explain"}.get(args.command,
+                                                                         f"/admin/workers/{quote(str(worker), safe='')}/{args.command}")
+    body = {"model": args.model} if getattr(args, "model", None) else None
+    return call(args.url, path, args.token, body)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -143,6 +143,7 @@ class OutlierConfig(_Strict):
 class ServerConfig(_Strict):
     max_body_mib: PositiveFloat = 64.0
     retry_after_s: PositiveInt = 2
+    config_poll_s: Annotated[float, Field(ge=0)] = 2.0  # 0: reload on SIGHUP or /admin/reload only
 
 
 class RoutingConfig(_Strict):

@@ -16,6 +16,7 @@ from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
+from gateway.reload import Reloader
 from gateway.settings import Settings
 from gateway.state import SnapshotHolder
 from gateway.warmer import Warmer
@@ -34,6 +35,7 @@ class Gateway:
     warmer: Warmer
     gpus: GpuWatch
     clock: Callable[[], float]
+    reloader: Reloader
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -23,6 +23,8 @@ class GpuReading:
     name: str = ""
     utilization_pct: int | None = None
     error: str | None = None
+    temperature_c: int | None = None
+    power_watts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,17 @@ class NvmlReader:
         except Exception as exc:  # a lost or failing device reads as an error, not a crash
             return GpuReading(index, False, error=f"{type(exc).__name__}: {exc}")
         return GpuReading(index, True, int(memory.total), int(memory.used),
-                          name.decode() if isinstance(name, bytes) else str(name), int(util))
+                          name.decode() if isinstance(name, bytes) else str(name), int(util),
+                          temperature_c=_optional(lambda: int(pynvml.nvmlDeviceGetTemperature(handle, 0))),
+                          power_watts=_optional(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0))
+
+
+def _optional(read):
+    """Temperature and power are not readable on every device (MIG slices, some vGPUs)."""
+    try:
+        return read()
+    except Exception:
+        return None
 
 
 def _pynvml():

@@ -31,6 +31,7 @@ class InFlight:
     def __init__(self, max_sessions: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._rates: dict[tuple[str, str], float] = {}
+        self._seen_rates: dict[tuple[str, str], tuple[float, float]] = {}  # (worker, model) -> (when, rate)
         self._slow: dict[str, tuple[float, str, float]] = {}
         self._workers: dict[str, int] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
@@ -90,6 +91,13 @@ class InFlight:
         rates = [r for (w, _), r in self._rates.items() if w == worker]
         return sum(rates) / len(rates) if rates else None
 
+    def recent_rate(self, worker: str, window_s: float = 60.0) -> float | None:
+        """For people, not routing: the mean decode rate of this worker's models as last measured
+        within `window_s`, slow outliers included; None when it decoded nothing that recently."""
+        since = self._clock() - window_s
+        rates = [r for (w, _), (at, r) in self._seen_rates.items() if w == worker and at >= since]
+        return sum(rates) / len(rates) if rates else None
+
     def slow_reason(self, worker: str) -> str | None:
         """Why this worker counts as degraded by its own answers, while that lasts."""
         until, reason, _ = self._slow.get(worker, (0.0, "", 0.0))
@@ -143,6 +151,7 @@ class InFlight:
     def record_rate(self, worker: str, model: str, rate: float, slow_factor: float, degraded_s: float) -> None:
         """A decode rate far below this worker's own learned rate for the model marks it degraded
         (a lost GPU decodes at CPU speed) for degraded_s; the learned rate ignores such outliers."""
+        self._seen_rates[(worker, model)] = (self._clock(), rate)
         learned = self._rates.get((worker, model))
         if learned is not None and rate < learned / slow_factor:
             reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"

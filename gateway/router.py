@@ -79,7 +79,7 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
     workers = list(snap.workers.values())
     holders = [w for w in workers if w.has(model)]
     if not holders:
-        blind = [] if any(w.ever_up for w in workers) else _gpu_first(workers)
+        blind = [] if any(w.ever_up for w in workers) else _gpu_first([w for w in workers if w.routable])
         return Plan(model, tuple(Candidate(w.name, "panic") for w in blind), "ok" if blind else UNKNOWN_MODEL)
     serving = [w for w in holders if w.serving]
     gpus = [w for w in serving if w.tier == "gpu"]
@@ -90,7 +90,7 @@ def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, q
     slow = _degraded_candidates(load, model, [w for w in gpus if w not in healthy])
     cpu, refusal = _cpu(snap, load, model, [w for w in serving if w.tier == "cpu"], need)
     tail = slow + cpu if snap.config.failover.degraded_rank == "before_cpu" else cpu + slow
-    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.serving])]
+    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.serving and w.routable])]
     if ready:
         # Busy loaded copies come after idle capacity: only a failure of the first choices reaches them.
         busy = [Candidate(w.name, "resident-busy") for w in resident if w not in ready]

@@ -33,14 +33,24 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     return runner, bound
 
 
-async def until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM."""
+async def until_signalled(on_hangup: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Wait for SIGINT or SIGTERM; run `on_hangup` on each SIGHUP meanwhile."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = [signal.SIGINT, signal.SIGTERM]
+    for sig in handled:
         loop.add_signal_handler(sig, stop.set)
+    pending: set[asyncio.Task] = set()
+    if on_hangup is not None:
+        def hangup() -> None:
+            task = asyncio.ensure_future(on_hangup())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+        handled.append(signal.SIGHUP)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handled:
             loop.remove_signal_handler(sig)

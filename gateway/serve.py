@@ -1,6 +1,7 @@
 """`beacon-gateway serve`: load settings and config, run the gateway until a signal.
 
-A config that does not validate stops start-up with every error listed (exit 2).
+A config that does not validate stops start-up with every error listed (exit 2). SIGHUP
+reloads the config (gateway/reload.py); SIGINT and SIGTERM stop the gateway.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import structlog
 from gateway import logs, runner
 from gateway.app import build_app
 from gateway.config import load_or_report
+from gateway.context import GATEWAY
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.serve")
@@ -34,11 +36,13 @@ def serve(config_path: str | None = None, listen: str | None = None) -> int:
 
 async def _main(settings: Settings, config) -> None:
     host, port = settings.host_port
-    app_runner, bound = await runner.start(build_app(settings, config), host, port)
+    app = build_app(settings, config)
+    app_runner, bound = await runner.start(app, host, port)
     log.info("gateway.listening", address=f"http://{host}:{bound}", workers=len(config.workers),
-             config=settings.config, config_version=config.version)
+             config=settings.config, config_version=config.version,
+             admin_api="on" if settings.admin_token else "off (set BEACON_ADMIN_TOKEN)")
     try:
-        await runner.until_signalled()
+        await runner.until_signalled(on_hangup=lambda: app[GATEWAY].reloader.reload("SIGHUP"))
     finally:
         log.info("gateway.stopping")
         await app_runner.cleanup()

@@ -1,6 +1,6 @@
 """Install settings from BEACON_* environment variables (pydantic-settings).
 
-These say how the process runs (listen address, config path, logs) and
+These say how the process runs (listen address, config path, logs, admin token) and
 need a restart to change. Routing lives in the TOML config (gateway/config.py), not here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LISTEN = "127.0.0.1:11434"
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     config: str = "config.toml"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Bearer token for /admin/*; unset disables the admin API. Never logged, never echoed.
+    admin_token: SecretStr | None = None
 
     @field_validator("listen")
     @classmethod

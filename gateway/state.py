@@ -39,6 +39,8 @@ class WorkerView:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    drained: bool = False  # an operator drained it: no new requests, in-flight ones finish
+    warming: bool = False  # added by a reload: takes traffic once the warmer has run for it
 
     @property
     def name(self) -> str:
@@ -54,8 +56,14 @@ class WorkerView:
 
     @property
     def serving(self) -> bool:
-        """Passes health checks and is not ejected for failing real traffic."""
-        return self.up and not self.ejected_until
+        """Passes health checks, is not ejected for failing real traffic, not drained by an
+        operator and not still warming after a reload added it."""
+        return self.up and not self.ejected_until and not self.drained and not self.warming
+
+    @property
+    def routable(self) -> bool:
+        """May take traffic at all, even in panic: an operator's drain is never overridden."""
+        return not self.drained
 
     @property
     def degraded(self) -> str | None:
@@ -71,11 +79,23 @@ class WorkerView:
 
     @property
     def state(self) -> str:
+        if self.drained:
+            return "draining"
+        if self.warming and self.up:
+            return "warming"
         if self.ejected_until and self.up:
             return "ejected"
         if self.up:
             return "degraded" if self.degraded else "healthy"
         return "down" if self.ever_up or self.probed_at is not None else "unknown"
+
+    def live_state(self, inflight: int, slow: str | None) -> str:
+        """The state on-call sees: `state`, with a drain's end and the request path's slow verdict."""
+        if self.drained and not inflight:
+            return "drained"
+        if self.state == "healthy" and slow:
+            return "degraded"
+        return self.state
 
     def has(self, model: str) -> bool:
         return model in self.models or model in self.resident
@@ -115,9 +135,27 @@ def with_config(snap: Snapshot, config: RoutingConfig, *, wall_now: float, now: 
     for wc in config.workers:
         old = snap.workers.get(wc.name)
         same = old is not None and (old.config.url, old.config.kind) == (wc.url, wc.kind)
-        workers[wc.name] = dataclasses.replace(old, config=wc) if same else WorkerView(config=wc)
+        # A new or re-pointed worker warms before traffic; an operator's drain survives the reload.
+        fresh = WorkerView(config=wc, warming=True, drained=old is not None and old.drained)
+        workers[wc.name] = dataclasses.replace(old, config=wc) if same else fresh
     return dataclasses.replace(snap, version=snap.version + 1, config=config, names=Names(config.aliases()),
                                workers=MappingProxyType(workers), config_loaded_at=wall_now, updated_at=now)
+
+
+def with_drain(snap: Snapshot, name: str, drained: bool, now: float) -> Snapshot:
+    old = snap.workers.get(name)
+    if old is None or old.drained == drained:
+        return snap
+    return _replace_worker(snap, dataclasses.replace(old, drained=drained), now)
+
+
+def with_warmed(snap: Snapshot, names: set[str], now: float) -> Snapshot:
+    """The warmer has run for these workers since they came up: they take traffic now."""
+    for name in names:
+        old = snap.workers.get(name)
+        if old is not None and old.warming and old.up:
+            snap = _replace_worker(snap, dataclasses.replace(old, warming=False), now)
+    return snap
 
 
 def with_probe(snap: Snapshot, name: str, probe: Probe, now: float) -> Snapshot:

@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.names import InvalidModelName, canonical
 from gateway.probes import Prober
 from gateway.router import Load, cold_placements
+from gateway import state
 from gateway.state import Snapshot, SnapshotHolder
 
 log = structlog.get_logger("gateway.warmer")
@@ -71,7 +72,7 @@ def _wants(snap: Snapshot, demand: dict[str, float], now: float) -> dict[str, _W
 
 
 def _plan_model(snap: Snapshot, load: Load, model: str, want: _Want, wall_now: float) -> list[Warmup]:
-    gpus = [w for w in snap.workers.values() if w.up and w.tier == "gpu" and w.has(model)]
+    gpus = [w for w in snap.workers.values() if w.up and not w.drained and w.tier == "gpu" and w.has(model)]
     resident = [w for w in gpus if model in w.resident]
     soon = wall_now + snap.config.warmer.rearm_before_s
     plan = [Warmup(w.name, model, "rearm", want.keep_alive) for w in resident
@@ -114,12 +115,15 @@ class Warmer:
 
     async def step(self) -> list[Warmup]:
         snap = self._holder.current
+        warming = {w.name for w in snap.workers.values() if w.warming and w.up}
         plan = plan_warmups(snap, self._inflight, dict(self._inflight.demand()), self._clock(), self._wall())
-        if not plan:
-            return plan
-        gate = asyncio.Semaphore(snap.config.warmer.concurrency)
-        await asyncio.gather(*(self._run(snap, w, gate) for w in plan))
-        await self._prober.refresh({w.worker for w in plan})
+        if plan:
+            gate = asyncio.Semaphore(snap.config.warmer.concurrency)
+            await asyncio.gather(*(self._run(snap, w, gate) for w in plan))
+            await self._prober.refresh({w.worker for w in plan})
+        if warming:  # their warm-ups ran (a failed one is retried later, as anywhere): open them to traffic
+            self._holder.update(lambda s: state.with_warmed(s, warming, self._clock()))
+            log.info("workers.warmed", workers=sorted(warming))
         return plan
 
     async def _run(self, snap: Snapshot, warmup: Warmup, gate: asyncio.Semaphore) -> None:

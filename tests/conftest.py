@@ -42,6 +42,7 @@ class Fleet:
     worker_urls: dict[str, str]
     servers: dict
     http: aiohttp.ClientSession
+    config_text: str = ""
 
     async def probe(self) -> None:
         """Run exactly one control-loop probe step."""
@@ -66,7 +67,9 @@ def worker_toml(spec: WorkerSpec, url: str) -> str:
 async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(*specs: WorkerSpec, config_extra: str = "", gpu_reader=None) -> Fleet:
+    async def start(*specs: WorkerSpec, config_extra: str = "", gpu_reader=None, admin_token: str | None = None,
+                    config_path=None, clock=None) -> Fleet:
+        """config_path: also write the config there and point the gateway's settings at it (reload tests)."""
         workers, servers, urls, tomls = {}, {}, {}, []
         for spec in specs:
             if spec.url:
@@ -80,12 +83,17 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
             url = str(server.make_url("")).rstrip("/")
             workers[spec.name], servers[spec.name], urls[spec.name] = worker, server, url
             tomls.append(worker_toml(spec, url))
-        config = parse_config(("\n".join(tomls) + "\n" + config_extra).encode())
-        app = build_app(Settings(), config, run_loops=False, gpu_reader=gpu_reader)
+        text = "\n".join(tomls) + "\n" + config_extra
+        config = parse_config(text.encode())
+        settings = Settings(admin_token=admin_token, **({"config": str(config_path)} if config_path else {}))
+        if config_path:
+            config_path.write_text(text)
+        app = build_app(settings, config, run_loops=False, gpu_reader=gpu_reader,
+                        **({"clock": clock} if clock else {}))
         server = await aiohttp_server(app)
         http = aiohttp.ClientSession()
         sessions.append(http)
-        fleet = Fleet(str(server.make_url("")).rstrip("/"), app[GATEWAY], workers, urls, servers, http)
+        fleet = Fleet(str(server.make_url("")).rstrip("/"), app[GATEWAY], workers, urls, servers, http, text)
         await fleet.probe()
         return fleet
 

@@ -112,5 +112,5 @@ def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
         metrics.tokens.labels(label).inc(outcome.tokens)
     log.info("request.done", endpoint=outcome.endpoint, model=outcome.model, worker=outcome.worker or None,
              reason=outcome.reason or None, outcome=outcome.outcome, status=outcome.status,
-             ttfb_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
+             ttft_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
              duration_ms=round(duration * 1000, 2), tokens=outcome.tokens, failed_attempts=outcome.attempts or None)

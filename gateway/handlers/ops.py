@@ -1,4 +1,4 @@
-"""On-call endpoints: /health (JSON, 200 ready / 503 not), /health/live, /metrics, /status.
+"""On-call endpoints: /health (JSON, 200 ready / 503 not), /health/live, /metrics.
 
 Everything here is read from the snapshot and live in-flight counts; nothing here
 changes routing. /health turns 503 when no worker can serve or the control loop is stuck.
@@ -6,7 +6,6 @@ changes routing. /health turns 503 when no worker can serve or the control loop 
 
 from __future__ import annotations
 
-import html
 import time
 
 from aiohttp import web
@@ -15,8 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import vram
 from gateway.context import GATEWAY, Gateway
 from gateway.state import Snapshot, WorkerView
-
-GIB = 1024**3
 
 
 async def live(request: web.Request) -> web.Response:
@@ -30,7 +27,8 @@ def health_report(gw: Gateway) -> tuple[int, dict]:
     serving = [w.name for w in snap.workers.values() if w.serving]
     problems = []
     if not serving:
-        problems.append("no worker is healthy")
+        states = ", ".join(f"{w.name} {w.live_state(gw.inflight.get(w.name), None)}" for w in snap.workers.values())
+        problems.append(f"no worker is healthy ({states})")
     if age > stale_after:
         problems.append(f"control loop is stuck: snapshot is {age:.1f}s old (limit {stale_after:.1f}s)")
     body = {
@@ -41,6 +39,8 @@ def health_report(gw: Gateway) -> tuple[int, dict]:
         "nvml": snap.gpu_status,
         "queues": dict(gw.admission.depths()),
         "workers": [_worker(w, gw, snap) for w in snap.workers.values()],
+        # Removed by a reload, still finishing requests: no new ones go there.
+        "removed_draining": [{"name": name, "inflight": count} for name, count in gw.reloader.draining().items()],
     }
     return (200 if not problems else 503), body
 
@@ -55,11 +55,13 @@ def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
     now = gw.clock()
     return {
         "name": w.name, "kind": w.config.kind, "tier": w.tier, "url": w.url,
-        "state": "degraded" if w.state == "healthy" and slow else w.state,
+        "state": w.live_state(gw.inflight.get(w.name), slow), "up": w.up, "drained": w.drained,
         "degraded": w.degraded or slow, "error": w.last_error, "version": w.version,
         "ejected_for_s": round(w.ejected_until - now, 1) if w.ejected_until else None,
+        "ejected_until": _iso(time.time() + w.ejected_until - now) if w.ejected_until else None,
         "failures_in_a_row": w.consecutive_failures, "slots": w.slots_total,
         "inflight": gw.inflight.get(w.name), "max_inflight": w.config.max_inflight,
+        "tokens_per_s": _round(gw.inflight.recent_rate(w.name)),
         "models": len(w.models),
         "resident": [
             {"model": name, "size": r.size, "size_vram": r.size_vram,
@@ -72,6 +74,7 @@ def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
         "gpu": None if w.gpu is None else {"index": w.gpu.index, "ok": w.gpu.ok, "name": w.gpu.name,
                                            "utilization_pct": w.gpu.utilization_pct, "error": w.gpu.error},
         "last_probe_age_s": None if w.probed_at is None else round(gw.clock() - w.probed_at, 3),
+        "last_probe_at": None if w.probed_at is None else _iso(time.time() - (now - w.probed_at)),
     }
 
 
@@ -82,34 +85,9 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-async def status_page(request: web.Request) -> web.Response:
-    status, body = health_report(request.app[GATEWAY])
-    cards = "".join(_card(w) for w in body["workers"])
-    page = _PAGE.format(status=html.escape(body["status"]), problems=html.escape("; ".join(body["problems"])),
-                        version=html.escape(body["config"]["version"]), cards=cards)
-    return web.Response(text=page, content_type="text/html", status=200)
-
-
-def _card(w: dict) -> str:
-    total = w["vram_total_bytes"]
-    used = w["vram_used_bytes"]
-    share = f"{100 * used / total:.0f}%" if total else "unknown"
-    models = "".join(f"<li>{html.escape(r['model'])} ({r['size_vram'] / GIB:.1f} GiB VRAM)</li>" for r in w["resident"])
-    return (f'<div class="card {html.escape(w["state"])}"><h2>{html.escape(w["name"])}</h2>'
-            f'<p>{html.escape(w["tier"])} &middot; {html.escape(w["state"])} &middot; in flight {w["inflight"]}</p>'
-            f'<p>VRAM used {used / GIB:.1f} GiB ({share})</p><ul>{models or "<li>nothing loaded</li>"}</ul>'
-            f'<p class="err">{html.escape(w["error"] or "")}</p></div>')
-
-
 def _iso(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>beacon-gateway</title>
-<meta http-equiv="refresh" content="2"><style>
-body{{font-family:system-ui,sans-serif;margin:2rem;background:#f6f7f9}}
-.cards{{display:flex;flex-wrap:wrap;gap:1rem}}
-.card{{background:#fff;border-radius:8px;padding:1rem;width:18rem;border-left:6px solid #999}}
-.card.healthy{{border-color:#2e9d4f}}.card.down{{border-color:#c62828}}.err{{color:#c62828}}
-</style></head><body><h1>beacon-gateway: {status}</h1><p>{problems}</p><p>config {version}</p>
-<div class="cards">{cards}</div></body></html>"""
+def _round(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 1)

@@ -1,3 +1,5 @@
+import time
+
 from tests.conftest import WorkerSpec
 
 
@@ -12,7 +14,7 @@ async def test_health_is_200_while_a_worker_serves_and_503_when_none_does(start_
     await fleet.probe()
     async with fleet.get("/health") as resp:
         body = await resp.json()
-        assert resp.status == 503 and "no worker is healthy" in body["problems"]
+        assert resp.status == 503 and body["problems"] == ["no worker is healthy (gpu0 down)"]
     assert body["workers"][0]["state"] == "down" and "cannot connect" in body["workers"][0]["error"]
     async with fleet.get("/health/live") as resp:
         assert resp.status == 200
@@ -42,3 +44,36 @@ async def test_status_page_renders_a_card_per_worker(start_fleet):
         page = await resp.text()
     assert resp.content_type == "text/html"
     assert page.count('<div class="card ') == 2 and "gpu0" in page and "cpu0" in page
+
+
+class Clock:
+    """The gateway's monotonic clock, which a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+async def health(fleet) -> tuple[int, dict]:
+    async with fleet.get("/health") as resp:
+        return resp.status, await resp.json()
+
+
+async def test_health_is_503_when_the_control_loop_is_stuck_and_when_every_worker_is_drained(start_fleet):
+    clock = Clock()
+    fleet = await start_fleet(WorkerSpec("gpu0"), WorkerSpec("gpu1"), clock=clock, admin_token="t")
+    assert (await health(fleet))[0] == 200
+    clock.offset = 3 * fleet.gateway.holder.current.config.health.interval_s + 60  # no probe step ran meanwhile
+    status, body = await health(fleet)
+    assert status == 503 and body["problems"][0].startswith("control loop is stuck")
+    await fleet.probe()
+    assert (await health(fleet))[0] == 200, "a probe step that lands makes it fresh again"
+    for name in ("gpu0", "gpu1"):
+        async with fleet.post(f"/admin/workers/{name}/drain", headers={"Authorization": "Bearer t"}) as resp:
+            assert resp.status == 200
+    status, body = await health(fleet)
+    assert status == 503 and body["problems"] == ["no worker is healthy (gpu0 drained, gpu1 drained)"]
+    async with fleet.get("/health/live") as resp:
+        assert resp.status == 200, "liveness is about the process, not the fleet"

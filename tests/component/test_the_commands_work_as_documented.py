@@ -1,6 +1,8 @@
-"""The documented commands, run as real processes: check-config, serve, status, sim-worker, demo."""
+"""The documented commands, run as real processes: check-config, serve, status, the admin commands,
+SIGHUP, sim-worker, demo."""
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -56,9 +58,10 @@ async def test_check_config_exits_0_when_valid_and_2_listing_every_error(tmp_pat
 async def processes():
     procs = []
 
-    async def start(*args: str):
+    async def start(*args: str, env: dict | None = None):
         proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+                                                    stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+                                                    env={**os.environ, **env} if env else None)
         procs.append(proc)
         return proc
 
@@ -124,3 +127,57 @@ async def test_demo_starts_a_fleet_and_stops_on_ctrl_c(processes):
     output = (await demo.stdout.read()).decode()
     assert "beacon-gateway demo is running" in output and "OLLAMA_HOST=" in output
     assert ("llama0 is a real llama-server" in output) == (llamaserver.binary() is not None)
+
+
+async def health(url: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(url + "/health") as resp:
+        return await resp.json()
+
+
+async def test_sighup_reloads_and_the_admin_commands_drain_undrain_and_reload(processes, tmp_path):
+    ports = {"gpu0": free_port(), "gpu1": free_port()}
+    for name, port in ports.items():
+        await processes(*CLI, "sim-worker", "--port", str(port), "--name", name, "--models", "tiny:1b=0.1GiB",
+                        "--load-s-per-gib", "0.01", "--tokens-per-s", "5000")
+        await wait_http(f"http://127.0.0.1:{port}/")
+    workers = {n: f'[[workers]]\nname = "{n}"\nurl = "http://127.0.0.1:{p}"\nkind = "ollama"\n' for n, p in ports.items()}
+    polls = "[health]\ninterval_s = 0.2\n[server]\nconfig_poll_s = 0\n"  # no file watch: SIGHUP must do it
+    config, gateway_port = tmp_path / "config.toml", free_port()
+    config.write_text(workers["gpu0"] + polls)
+    gateway = await processes(*CLI, "serve", "--config", str(config), "--listen", f"127.0.0.1:{gateway_port}",
+                              env={"BEACON_ADMIN_TOKEN": "tok"})
+    url = f"http://127.0.0.1:{gateway_port}"
+    await wait_http(url + "/health/live")
+    config.write_text(workers["gpu0"] + workers["gpu1"] + polls)
+    gateway.send_signal(signal.SIGHUP)
+    for _ in range(100):
+        if [w["state"] for w in (await health(url))["workers"]] == ["healthy", "healthy"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"SIGHUP did not add gpu1: {await health(url)}")
+
+    code, out, _ = await run("drain", "gpu0", "--url", url, "--token", "tok")
+    assert code == 0 and "drained True" in out
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            async with http.post(url + "/api/generate", json={"model": "tiny:1b", "prompt": "x", "stream": False}) as r:
+                assert r.status == 200 and r.headers["X-Beacon-Worker"] == "gpu1"
+    code, out, _ = await run("status", "--url", url)
+    assert "drained" in out.split("gpu0", 1)[1].splitlines()[0]
+    assert (await run("undrain", "gpu0", "--url", url, "--token", "tok"))[0] == 0
+    assert not (await health(url))["workers"][0]["drained"]
+    code, _, err = await run("drain", "gpu0", "--url", url)
+    assert code == 2 and "BEACON_ADMIN_TOKEN" in err
+    code, out, _ = await run("drain", "gpu0", "--url", url, "--token", "nope")
+    assert code == 1 and "wrong bearer token" in out
+
+    config.write_text(workers["gpu0"] + "[health]\ninterval_s = \"zero\"\n")
+    code, out, _ = await run("reload", "--url", url, "--token", "tok")
+    assert code == 1 and "reload failed" in out and "health.interval_s" in out
+    assert len((await health(url))["workers"]) == 2, "the old config stays"
+    config.write_text(workers["gpu0"] + polls)
+    code, out, _ = await run("reload", "--url", url, "--token", "tok")
+    assert code == 0 and "reload ok" in out and "removed: gpu1" in out
+    gateway.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gateway.wait(), 10) == 0

@@ -172,3 +172,13 @@ def test_before_any_worker_answered_every_worker_is_tried_blind():
     assert names(choose(snap, InFlight(), M)) == [("gpu0", "panic"), ("cpu0", "panic")]
 
 
+
+
+def test_a_drained_worker_is_never_chosen_not_even_in_panic():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    snap = snapshot(cfg, {"gpu0": probe(disk=[M], resident=[M]), "gpu1": probe(disk=[M])})
+    snap = state.with_drain(snap, "gpu0", True, 1.0)
+    assert [c.worker for c in choose(snap, InFlight(), M).candidates] == ["gpu1"]
+    for i in range(cfg.health.unhealthy_threshold):
+        snap = state.with_probe(snap, "gpu1", Probe(ok=False, error="refused"), 2.0 + i)
+    assert names(choose(snap, InFlight(), M)) == [("gpu1", "panic")], "panic tries the down worker, not the drained"

@@ -49,6 +49,25 @@ def test_reload_keeps_what_was_learned_of_unchanged_workers_only():
     assert after.config is new_cfg
 
 
+def test_a_worker_a_reload_adds_warms_before_traffic_and_a_drain_survives_probes_and_reloads():
+    snap = snapshot(config(("gpu0", "gpu")), {"gpu0": probe(disk=[M])})
+    snap = state.with_drain(snap, "gpu0", True, 3.0)
+    assert snap.worker("gpu0").live_state(inflight=2, slow=None) == "draining"
+    assert snap.worker("gpu0").live_state(inflight=0, slow=None) == "drained"
+    snap = state.with_probe(snap, "gpu0", probe(disk=[M]), 4.0)
+    assert snap.worker("gpu0").drained and not snap.worker("gpu0").serving, "a good probe does not undo a drain"
+    snap = state.with_config(snap, config(("gpu0", "gpu"), ("gpu1", "gpu")), wall_now=1.0, now=5.0)
+    assert snap.worker("gpu0").drained
+    snap = state.with_probe(snap, "gpu1", probe(disk=[M]), 6.0)
+    gpu1 = snap.worker("gpu1")
+    assert gpu1.up and gpu1.warming and not gpu1.serving and gpu1.state == "warming"
+    snap = state.with_warmed(snap, {"gpu1"}, 7.0)
+    assert snap.worker("gpu1").serving and snap.worker("gpu1").state == "healthy"
+    snap = state.with_drain(snap, "gpu0", False, 8.0)
+    assert snap.worker("gpu0").serving
+    assert state.with_drain(snap, "gpu0", False, 9.0) is snap, "no change, no new snapshot"
+
+
 def test_a_probe_for_a_worker_removed_meanwhile_changes_nothing():
     snap = snapshot(config(("gpu0", "gpu")), {})
     assert state.with_probe(snap, "gone", probe(), 1.0) is snap

@@ -1,0 +1,174 @@
+"""/admin/*: operator actions behind a bearer token (BEACON_ADMIN_TOKEN; unset disables them).
+
+Drain and undrain a worker, reload the config now, warm or unload a model on a worker, and
+explain where a hypothetical request would go. Every action is logged with what it changed.
+Thin: state changes go through state's pure updaters, routing through router.choose.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from backends import for_kind
+from backends.translate import Unsupported
+from gateway import state, vram
+from gateway.context import GATEWAY, Gateway
+from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, UpstreamFailed
+from gateway.handlers.common import model_field, parse_object, read_body, resolve
+from gateway.router import Need, choose
+from gateway.state import WorkerView
+
+log = structlog.get_logger("gateway.admin")
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class AdminDisabled(GatewayError):
+    status = 403
+    openai_type = "permission_error"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/workers/{name}/drain", _guarded(drain))
+    app.router.add_post("/admin/workers/{name}/undrain", _guarded(undrain))
+    app.router.add_post("/admin/workers/{name}/warm", _guarded(warm))
+    app.router.add_post("/admin/workers/{name}/unload", _guarded(unload))
+    app.router.add_post("/admin/reload", _guarded(reload))
+    app.router.add_post("/admin/explain", _guarded(explain))
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def check(request: web.Request) -> web.Response:
+        token = request.app[GATEWAY].settings.admin_token
+        if token is None or not token.get_secret_value():
+            raise AdminDisabled("the admin API is disabled: start the gateway with BEACON_ADMIN_TOKEN set")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 token.get_secret_value().encode()):
+            raise Unauthorized("admin API: missing or wrong bearer token (Authorization: Bearer <token>)",
+                               headers={"WWW-Authenticate": 'Bearer realm="beacon-gateway admin"'})
+        return await handler(request)
+
+    return check
+
+
+def _worker(gw: Gateway, request: web.Request) -> WorkerView:
+    name = request.match_info["name"]
+    worker = gw.holder.current.worker(name)
+    if worker is None:
+        known = ", ".join(gw.holder.current.workers) or "none"
+        raise NotFound(f"no worker named {name!r} (workers: {known})")
+    return worker
+
+
+async def drain(request: web.Request) -> web.Response:
+    return _set_drain(request, True)
+
+
+async def undrain(request: web.Request) -> web.Response:
+    return _set_drain(request, False)
+
+
+def _set_drain(request: web.Request, drained: bool) -> web.Response:
+    gw = request.app[GATEWAY]
+    worker = _worker(gw, request)
+    snap = gw.holder.update(lambda s: state.with_drain(s, worker.name, drained, gw.clock()))
+    if drained != worker.drained:
+        log.warning("worker.drained" if drained else "worker.undrained", worker=worker.name,
+                    inflight=gw.inflight.get(worker.name))
+    if not drained:
+        gw.admission.wake_all()  # waiting requests may go there now
+    after = snap.workers[worker.name]
+    inflight = gw.inflight.get(worker.name)
+    return web.json_response({"worker": worker.name, "drained": after.drained, "inflight": inflight,
+                              "state": after.live_state(inflight, gw.inflight.slow_reason(worker.name))})
+
+
+async def reload(request: web.Request) -> web.Response:
+    result = await request.app[GATEWAY].reloader.reload("admin API")
+    body = result.as_dict()
+    if result.result == "failed":
+        body["error"] = f"config not reloaded ({len(result.errors)} errors); still running {result.version}"
+        return web.json_response(body, status=422)
+    return web.json_response(body)
+
+
+async def warm(request: web.Request) -> web.Response:
+    return await _model_action(request, "warm")
+
+
+async def unload(request: web.Request) -> web.Response:
+    return await _model_action(request, "unload")
+
+
+async def _model_action(request: web.Request, action: str) -> web.Response:
+    gw = request.app[GATEWAY]
+    worker = _worker(gw, request)
+    data = parse_object(await read_body(request, 1))
+    model = resolve(gw.holder.current, model_field(data))
+    entry = worker.models.get(model) or worker.resident.get(model)
+    if entry is None and action == "unload":
+        raise NotFound(f"{model!r} is not on worker {worker.name}")
+    if entry is None and worker.up:
+        raise NotFound(f"{model!r} is not on worker {worker.name}: pull it there first")
+    model_id = (entry.upstream_id or entry.name) if entry else model
+    backend, timeout_s = for_kind(worker.config.kind), gw.holder.current.config.failover.first_byte_timeout_s
+    try:
+        if action == "warm":
+            await backend.warm(gw.session, worker.url, model_id, data.get("keep_alive"), timeout_s,
+                               headers=worker.config.auth_headers())
+        else:
+            await backend.unload(gw.session, worker.url, model_id, timeout_s, headers=worker.config.auth_headers())
+    except Unsupported as exc:
+        raise BadRequest(f"{worker.name}: {exc}") from None
+    except Exception as exc:  # the worker's failure, reported as such
+        raise UpstreamFailed(f"{action} of {model} on {worker.name} failed: {type(exc).__name__}: {exc}") from None
+    if action == "warm":
+        gw.metrics.loads.labels(worker.name, model, "admin").inc()
+    log.info(f"model.{action}ed" if action == "warm" else "model.unloaded", worker=worker.name, model=model,
+             source="admin API")
+    await gw.prober.refresh({worker.name})
+    after = gw.holder.current.workers.get(worker.name)
+    return web.json_response({"worker": worker.name, "model": model, "action": action,
+                              "resident": bool(after and model in after.resident)})
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Where a request would go now, and why, without sending anything."""
+    gw = request.app[GATEWAY]
+    data = parse_object(await read_body(request, 1))
+    snap = gw.holder.current
+    model = resolve(snap, model_field(data))
+    session = data.get("session")
+    if session is not None and not isinstance(session, str):
+        raise BadRequest("session must be a string")
+    need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.failover.default_num_predict))
+    queued = gw.admission.depth(model)
+    plan = choose(snap, gw.inflight, model, session, queued, need)
+    return web.json_response({
+        "model": model, "verdict": plan.verdict, "reason": plan.reason, "note": plan.note, "queued": queued,
+        "candidates": [{"worker": c.worker, "reason": c.reason, "loads": c.loads, "evicts": list(c.evicts)}
+                       for c in plan.candidates],
+        "workers": {w.name: _facts(gw, w, model) for w in snap.workers.values()},
+    })
+
+
+def _count(data: dict, key: str, default: int) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+        raise BadRequest(f"{key} must be a non-negative integer")
+    return value
+
+
+def _facts(gw: Gateway, w: WorkerView, model: str) -> dict:
+    return {"state": w.live_state(gw.inflight.get(w.name), gw.inflight.slow_reason(w.name)), "tier": w.tier,
+            "has_model": w.has(model), "resident": model in w.resident, "inflight": gw.inflight.get(w.name),
+            "model_inflight": gw.inflight.model_inflight(w.name, model), "learned_slots": gw.inflight.slots(w.name, model),
+            "vram_free_bytes": vram.free(w), "last_used_s_ago": _ago(gw, gw.inflight.last_used(w.name, model))}
+
+
+def _ago(gw: Gateway, t: float) -> float | None:
+    return round(gw.clock() - t, 3) if t else None

@@ -1,0 +1,241 @@
+"""GET /status: the fleet for people, one card per worker, as one self-contained HTML page.
+
+The server renders the cards from the /health report, so the page works without JS; the
+inline JS then fetches /health every 2 s and re-renders the same markup in place. No
+external assets (no CDN, no web fonts): the page must work on an air-gapped on-call laptop.
+Reads only `ops.health_report`; must not compute fleet state of its own or change anything.
+Every string from workers or clients (names, errors, model names) is escaped, here and in JS.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from aiohttp import web
+
+from gateway.context import GATEWAY
+from gateway.handlers.ops import health_report
+
+GIB = 1024**3
+
+
+async def status_page(request: web.Request) -> web.Response:
+    _, body = health_report(request.app[GATEWAY])
+    return web.Response(text=render_page(body), content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
+
+
+def render_page(body: dict) -> str:
+    cards = "".join(render_card(w, body.get("queues") or {}) for w in body["workers"])
+    return (_HEAD + f'<header id="summary">{render_summary(body)}</header>'
+            f'<p id="conn" class="conn">rendered by the gateway; live updates need JavaScript</p>'
+            f'<main id="cards" class="cards">{cards}</main>' + _TAIL)
+
+
+def render_summary(body: dict) -> str:
+    status = body["status"]
+    problems = "".join(f"<li>{escape(p)}</li>" for p in body["problems"])
+    queues = body.get("queues") or {}
+    waiting = ", ".join(f"{escape(m)}: {n}" for m, n in sorted(queues.items())) or "none"
+    for gone in body.get("removed_draining") or []:
+        problems += f'<li class="gone">{escape(gone["name"])}: removed by a reload, {gone["inflight"]} in flight</li>'
+    snap, config = body["snapshot"], body["config"]
+    return (f'<h1>beacon-gateway <span class="overall {escape(status)}">{escape(status)}</span></h1>'
+            f'<ul class="problems">{problems}</ul>'
+            f'<p class="meta">config <code>{escape(str(config["version"]))}</code> loaded '
+            f'{escape(str(config["loaded_at"]))} &middot; snapshot {escape(str(snap["version"]))} '
+            f'({snap["age_s"]:.1f} s old) &middot; queued: <span class="queues">{waiting}</span></p>')
+
+
+def render_card(w: dict, queues: dict) -> str:
+    state = w["state"]
+    return (f'<div class="card {escape(state)}" data-worker="{escape(w["name"])}" data-state="{escape(state)}">'
+            f'<div class="top"><h2>{escape(w["name"])}</h2><span class="state">{escape(state)}</span></div>'
+            f'<p class="meta">{escape(w["tier"])} tier &middot; {escape(w["kind"])} &middot; '
+            f'in flight <b class="inflight">{_inflight(w)}</b></p>'
+            f'<p class="reason">{escape(_reason(w))}</p>{_vram(w)}'
+            f'<ul class="models">{_models(w, queues)}</ul>'
+            f'<p class="rate">{_rate(w["tokens_per_s"])}</p></div>')
+
+
+def _inflight(w: dict) -> str:
+    cap = w.get("max_inflight")
+    return f"{w['inflight']} / {cap}" if cap else f"{w['inflight']} (no cap)"
+
+
+def _reason(w: dict) -> str:
+    """Why a worker is not plainly healthy; the same rules as reasonOf() in the JS below."""
+    state, error = w["state"], w.get("error") or ""
+    if state == "degraded":
+        return w.get("degraded") or error
+    if state == "ejected":
+        return f"back in {w['ejected_for_s']:.0f} s: {error}" if w.get("ejected_for_s") else error
+    if state in _QUIET:
+        return _QUIET[state].format(n=w["inflight"])
+    return "" if state == "healthy" else error
+
+
+_QUIET = {  # states an operator or a reload chose: say what the worker does now, not an error
+    "draining": "draining: finishing {n} request(s) in flight, taking no new ones",
+    "drained": "drained: takes no requests until undrained",
+    "warming": "warming: takes no traffic until its first good probe and warm-up",
+}
+
+
+def _vram(w: dict) -> str:
+    total, used = w.get("vram_total_bytes"), w.get("vram_used_bytes") or 0
+    if not total:
+        label = f"VRAM unknown ({used / GIB:.1f} GiB resident)" if used else "VRAM unknown"
+        return f'<div class="bar unknown"><div class="fill" style="width:0%"></div></div><p class="vram">{label}</p>'
+    pct = min(100.0, 100.0 * used / total)
+    return (f'<div class="bar"><div class="fill" style="width:{pct:.0f}%"></div></div>'
+            f'<p class="vram">VRAM {used / GIB:.1f} / {total / GIB:.1f} GiB ({pct:.0f}%)</p>')
+
+
+def _models(w: dict, queues: dict) -> str:
+    items = []
+    for r in w["resident"]:
+        share = r.get("gpu_share")
+        extra = f' <span class="share">{100 * share:.0f}% on GPU</span>' if share is not None and share < 1 else ""
+        if queues.get(r["model"]):
+            extra += f' <span class="queued">{queues[r["model"]]} queued</span>'
+        items.append(f'<li><span class="model">{escape(r["model"])}</span> '
+                     f'<span class="size">{(r.get("size") or 0) / GIB:.1f} GiB</span>{extra}</li>')
+    return "".join(items) or '<li class="none">nothing loaded</li>'
+
+
+def _rate(rate: float | None) -> str:
+    return "no decodes in the last 60 s" if rate is None else f"{rate:.0f} tokens/s (last 60 s)"
+
+
+# The state colours are load-bearing: the browser test counts the card borders' exact pixels,
+# so no other element may paint #2e9d4f, #e0a800, #c62828 (nor #8e24aa, #1e88e5, #546e7a, #00897b).
+_HEAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>beacon-gateway status</title><style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem 2rem;background:#f4f5f7;color:#1f2328}
+h1{font-size:1.4rem;margin:0 0 .4rem}.meta{color:#57606a;font-size:.85rem;margin:.2rem 0}
+.overall{font-size:.95rem;padding:.1rem .6rem;border-radius:1rem;vertical-align:middle}
+.overall.ok{background:#dff3e4;color:#1b5e20}.overall.unavailable{background:#fbe3e1;color:#8e0000}
+.problems{color:#8e0000;margin:.3rem 0;padding-left:1.2rem}.problems:empty{display:none}.gone{color:#0d47a1}
+.conn{font-size:.8rem;color:#57606a}.conn.lost{color:#fff;background:#8e0000;padding:.4rem .8rem;border-radius:4px}
+body.stale .cards{opacity:.45}
+.cards{display:flex;flex-wrap:wrap;gap:1rem;align-items:stretch}
+.card{background:#fff;border-radius:6px;padding:.8rem 1rem;width:18rem;border-left:8px solid #9e9e9e;
+box-shadow:0 1px 2px rgba(0,0,0,.12)}
+.card.healthy{border-left-color:#2e9d4f}.card.degraded{border-left-color:#e0a800}
+.card.down{border-left-color:#c62828}.card.ejected{border-left-color:#8e24aa}
+.card.draining{border-left-color:#1e88e5}.card.drained{border-left-color:#546e7a}
+.card.warming{border-left-color:#00897b}.card.unknown{border-left-color:#9e9e9e}
+.top{display:flex;justify-content:space-between;align-items:baseline}
+h2{font-size:1.1rem;margin:0;overflow-wrap:anywhere}
+.state{font-size:.75rem;text-transform:uppercase;letter-spacing:.05em;padding:.1rem .5rem;border-radius:1rem;
+background:#eceff1;color:#37474f}.healthy .state{background:#dff3e4;color:#1b5e20}
+.degraded .state{background:#fff3cd;color:#6d4c00}.down .state{background:#fbe3e1;color:#8e0000}
+.ejected .state{background:#f3e5f5;color:#4a148c}.draining .state{background:#e3f2fd;color:#0d47a1}
+.reason{color:#8e0000;font-size:.85rem;min-height:1em;margin:.3rem 0;overflow-wrap:anywhere}
+.bar{height:10px;background:#e3e6ea;border-radius:5px;overflow:hidden}
+.bar .fill{height:100%;background:#3f51b5}
+.bar.unknown{background:repeating-linear-gradient(45deg,#e3e6ea 0 6px,#f4f5f7 6px 12px)}
+.vram,.rate{font-size:.85rem;margin:.3rem 0}.models{padding-left:1.1rem;margin:.3rem 0;font-size:.9rem}
+.model{font-family:ui-monospace,monospace;overflow-wrap:anywhere}.size{color:#57606a}
+.share{color:#7a4f00}.queued{color:#0d47a1}.none{color:#57606a;list-style:none;margin-left:-1.1rem}
+</style></head><body data-source="server" data-renders="0">
+"""
+
+_JS = r"""
+(function () {
+  var GIB = 1024 * 1024 * 1024;
+  var QUIET = %QUIET%;
+  function esc(s) {
+    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}[c];
+    });
+  }
+  function gib(b) { return ((b || 0) / GIB).toFixed(1); }
+  function summary(body) {
+    var problems = body.problems.map(function (p) { return "<li>" + esc(p) + "</li>"; }).join("");
+    var q = body.queues || {}, names = Object.keys(q).sort();
+    var waiting = names.map(function (m) { return esc(m) + ": " + q[m]; }).join(", ") || "none";
+    (body.removed_draining || []).forEach(function (g) {
+      problems += '<li class="gone">' + esc(g.name) + ": removed by a reload, " + Number(g.inflight) +
+        " in flight</li>";
+    });
+    return '<h1>beacon-gateway <span class="overall ' + esc(body.status) + '">' + esc(body.status) + "</span></h1>" +
+      '<ul class="problems">' + problems + "</ul>" +
+      '<p class="meta">config <code>' + esc(body.config.version) + "</code> loaded " + esc(body.config.loaded_at) +
+      " &middot; snapshot " + esc(body.snapshot.version) + " (" + Number(body.snapshot.age_s).toFixed(1) +
+      ' s old) &middot; queued: <span class="queues">' + waiting + "</span></p>";
+  }
+  function reasonOf(w) {
+    var err = w.error || "";
+    if (w.state === "degraded") return w.degraded || err;
+    if (w.state === "ejected") return w.ejected_for_s ? "back in " + w.ejected_for_s.toFixed(0) + " s: " + err : err;
+    if (QUIET[w.state]) return QUIET[w.state].replace("{n}", w.inflight);
+    return w.state === "healthy" ? "" : err;
+  }
+  function vram(w) {
+    var total = w.vram_total_bytes, used = w.vram_used_bytes || 0;
+    if (!total) {
+      return '<div class="bar unknown"><div class="fill" style="width:0%"></div></div><p class="vram">' +
+        (used ? "VRAM unknown (" + gib(used) + " GiB resident)" : "VRAM unknown") + "</p>";
+    }
+    var pct = Math.min(100, 100 * used / total).toFixed(0);
+    return '<div class="bar"><div class="fill" style="width:' + pct + '%"></div></div>' +
+      '<p class="vram">VRAM ' + gib(used) + " / " + gib(total) + " GiB (" + pct + "%)</p>";
+  }
+  function models(w, queues) {
+    var items = w.resident.map(function (r) {
+      var extra = "";
+      if (r.gpu_share != null && r.gpu_share < 1) {
+        extra += ' <span class="share">' + (100 * r.gpu_share).toFixed(0) + "% on GPU</span>";
+      }
+      if (queues[r.model]) extra += ' <span class="queued">' + Number(queues[r.model]) + " queued</span>";
+      return '<li><span class="model">' + esc(r.model) + '</span> <span class="size">' + gib(r.size) +
+        " GiB</span>" + extra + "</li>";
+    }).join("");
+    return items || '<li class="none">nothing loaded</li>';
+  }
+  function card(w, queues) {
+    var cap = w.max_inflight ? w.inflight + " / " + w.max_inflight : w.inflight + " (no cap)";
+    var rate = w.tokens_per_s == null ? "no decodes in the last 60 s"
+      : w.tokens_per_s.toFixed(0) + " tokens/s (last 60 s)";
+    return '<div class="' + ["card", esc(w.state)].join(" ") + '" data-worker="' + esc(w.name) +
+      '" data-state="' + esc(w.state) + '">' +
+      '<div class="top"><h2>' + esc(w.name) + '</h2><span class="state">' + esc(w.state) + "</span></div>" +
+      '<p class="meta">' + esc(w.tier) + " tier &middot; " + esc(w.kind) + ' &middot; in flight <b class="inflight">' +
+      esc(cap) + "</b></p>" + '<p class="reason">' + esc(reasonOf(w)) + "</p>" + vram(w) +
+      '<ul class="models">' + models(w, queues) + "</ul>" + '<p class="rate">' + esc(rate) + "</p></div>";
+  }
+  function render(body) {
+    document.getElementById("summary").innerHTML = summary(body);
+    document.getElementById("cards").innerHTML = body.workers.map(function (w) {
+      return card(w, body.queues || {});
+    }).join("");
+    var conn = document.getElementById("conn");
+    conn.className = "conn";
+    conn.textContent = "live: updated " + new Date().toLocaleTimeString() + ", every 2 s";
+    document.body.classList.remove("stale");
+    document.body.dataset.source = "live";
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
+  }
+  function lost(why) {
+    var conn = document.getElementById("conn");
+    conn.className = "conn lost";
+    conn.textContent = "gateway unreachable (" + why + "); showing the last known state, retrying every 2 s";
+    document.body.classList.add("stale");
+    document.body.dataset.source = "unreachable";
+  }
+  function tick() {
+    // /health answers 503 with the same JSON when the fleet is unavailable: render both.
+    return fetch("health", {cache: "no-store", headers: {"Accept": "application/json"}})
+      .then(function (resp) { return resp.json(); })
+      .then(render)
+      .catch(function (err) { lost(err && err.message ? err.message : "no answer"); });
+  }
+  function loop() { tick().then(function () { setTimeout(loop, 2000); }); }
+  loop();
+})();
+"""
+
+_TAIL = "<script>" + _JS.replace("%QUIET%", json.dumps(_QUIET)) + "</script></body></html>\n"
