@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from backends import openai_front
 from backends.answers import Translator, embed_answer
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
 from backends.ollama import describe_error
@@ -66,6 +67,8 @@ class OpenAIBackend:
         return Probe(ok=True, models=tuple(entries), resident=resident, latency_s=time.perf_counter() - started)
 
     def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+        if front.api == "openai":
+            return openai_front.prepare(front, model_id, self.kind)
         data = dict(front.data)
         if front.endpoint == "chat":
             return _post("/v1/chat/completions", chat_body(data, model_id), Translator(front.model, "chat"))

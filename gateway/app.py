@@ -13,13 +13,14 @@ import aiohttp
 from aiohttp import web
 
 from gateway import state
+from gateway.access import ACCESS, Access, access_middleware
 from gateway.admission import Admission
 from gateway.config import RoutingConfig
 from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
 from gateway.errors import error_middleware
 from gateway.gpu import GpuReader, NvmlReader
-from gateway.handlers import admin, manage, ollama, ops, status_page
+from gateway.handlers import admin, manage, ollama, openai, ops, status_page
 from gateway.handlers.common import request_id_middleware
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
@@ -34,7 +35,9 @@ def build_app(settings: Settings, config: RoutingConfig, *, clock: Callable[[], 
               gpu_reader: GpuReader | None = None, session: aiohttp.ClientSession | None = None,
               run_loops: bool = True) -> web.Application:
     """A ready-to-run gateway. With run_loops=False nothing runs on a timer: tests drive `prober.step()`."""
-    app = web.Application(middlewares=[request_id_middleware, error_middleware], client_max_size=1024**4)
+    app = web.Application(middlewares=[request_id_middleware, error_middleware, access_middleware],
+                          client_max_size=1024**4)
+    app[ACCESS] = Access(clock)
     _add_routes(app)
     app.cleanup_ctx.append(_lifecycle(settings, config, clock, gpu_reader, session, run_loops))
     return app
@@ -105,3 +108,4 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", ops.metrics)
     admin.add_routes(app)
     app.router.add_get("/status", status_page.status_page)
+    openai.add_routes(app)

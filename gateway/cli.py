@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
     status.set_defaults(func=_status)
 
+    hashing = sub.add_parser("hash-key", help="print the key_sha256 of a client API key read from stdin")
+    hashing.set_defaults(func=_hash_key)
+
     _admin_commands(sub)
 
     sim = sub.add_parser("sim-worker", help="run a simulated Ollama worker")
@@ -81,6 +84,20 @@ def _admin(args: argparse.Namespace) -> int:
                                                                          f"/admin/workers/{quote(str(worker), safe='')}/{args.command}")
     body = {"model": args.model} if getattr(args, "model", None) else None
     return call(args.url, path, args.token, body)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    import sys
+
+    from gateway.access import hash_key
+
+    key = sys.stdin.readline().strip()
+    if len(key) < 16:
+        print("a client key must be at least 16 characters (try: python -c 'import secrets; "
+              "print(secrets.token_urlsafe(32))')", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class WorkerConfig(_Strict):
     max_inflight: PositiveInt | None = None
     models: dict[str, str] = {}
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    forward_client_auth: bool = False  # pass the client's own Authorization header on (when no api_key_env)
 
     def auth_headers(self) -> dict[str, str]:
         """The worker's credentials, read from the environment at use: never stored or logged."""
@@ -140,8 +141,26 @@ class OutlierConfig(_Strict):
     max_ejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
+BODY_ENDPOINTS = ("chat", "generate", "embed", "embeddings", "show", "pull", "push", "create", "copy", "delete",
+                  "blobs", "chat/completions", "completions", "v1/embeddings", "admin")
+
+
+class ClientConfig(_Strict):
+    """An application allowed in when keys are required; its key is stored only as a SHA-256."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    models: list[str] = []  # model names or shell-style patterns ("qwen*"); empty: every model
+    max_concurrent: Annotated[int, Field(ge=0)] = 0  # 0: no cap
+    requests_per_minute: Annotated[int, Field(ge=0)] = 0  # 0: no cap
+    manage: bool = False  # may pull, push, create, copy and delete models
+
+
 class ServerConfig(_Strict):
     max_body_mib: PositiveFloat = 64.0
+    body_mib: dict[str, PositiveFloat] = {}  # per endpoint, over max_body_mib
+    body_timeout_s: PositiveFloat = 60.0
+    max_stream_s: PositiveFloat = 1800.0
     retry_after_s: PositiveInt = 2
     config_poll_s: Annotated[float, Field(ge=0)] = 2.0  # 0: reload on SIGHUP or /admin/reload only
 
@@ -156,6 +175,7 @@ class RoutingConfig(_Strict):
     routing: RoutingPolicy = RoutingPolicy()
     admission: AdmissionConfig = AdmissionConfig()
     warmer: WarmerConfig = WarmerConfig()
+    clients: list[ClientConfig] = []
     _version: str = PrivateAttr(default="")
 
     @property
@@ -266,6 +286,21 @@ def _cross_checks(config: RoutingConfig) -> list[str]:
         owners.setdefault(key, name)
     for name, model in config.models.items():
         problems += _check_model(name, model, owners, config)
+    return problems + _check_clients(config)
+
+
+def _check_clients(config: RoutingConfig) -> list[str]:
+    problems = [f"server.body_mib.{key}: unknown endpoint; known: {', '.join(BODY_ENDPOINTS)}"
+                for key in config.server.body_mib if key not in BODY_ENDPOINTS]
+    names: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    for i, client in enumerate(config.clients):
+        if client.name in names:
+            problems.append(f"clients[{i}].name: duplicate client name {client.name!r} (also clients[{names[client.name]}])")
+        if client.key_sha256 in keys:
+            problems.append(f"clients[{i}].key_sha256: same key as clients[{keys[client.key_sha256]}]")
+        names.setdefault(client.name, i)
+        keys.setdefault(client.key_sha256, i)
     return problems
 
 

@@ -46,6 +46,26 @@ class ModelNotFound(NotFound):
         self.model = model
 
 
+class Forbidden(GatewayError):
+    status = 403
+    openai_type = "permission_error"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    openai_type = "invalid_request_error"
+
+
+class TooManyRequests(GatewayError):
+    """A client's own limit (concurrency or requests per minute); Retry-After says when to come back."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     openai_type = "invalid_request_error"
@@ -70,7 +90,7 @@ class UpstreamTimeout(GatewayError):
 
 
 def error_body(path: str, status: int, message: str, openai_type: str = "api_error") -> bytes:
-    if path.startswith("/v1/"):
+    if path == "/v1" or path.startswith("/v1/"):
         return orjson.dumps({"error": {"message": message, "type": openai_type, "code": status}})
     return orjson.dumps({"error": message})
 
@@ -99,8 +119,8 @@ async def error_middleware(request: web.Request,
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(request.path, exc.status, _http_message(request, exc),
-                              headers=_kept_headers(exc))
+        return error_response(request.path, exc.status, _http_message(request, exc), headers=_kept_headers(exc),
+                              openai_type="invalid_request_error" if exc.status < 500 else "api_error")
     except Exception:  # a bug of ours: answer 500, keep serving, and leave a trace
         log.exception("request.unhandled_error", path=request.path, method=request.method)
         return error_response(request.path, 500, "internal gateway error")

@@ -77,7 +77,7 @@ class Proxy:
                 self._metrics.failovers.labels(reason="budget_exhausted").inc()
                 break
             try:
-                call = prepare(worker, front, request_id)
+                call = prepare(worker, front, request_id, request.headers.get("Authorization"))
             except Unsupported as exc:
                 refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                 continue
@@ -110,12 +110,10 @@ class Proxy:
     def _whole_answer_allowance(self, front: FrontRequest, worker: WorkerView, model: str) -> float:
         """A non-streamed answer's first byte comes when the whole generation is done: allow for it,
         at the worker's measured decode rate (the configured CPU rate until measured)."""
-        if front.endpoint not in ("chat", "generate") or front.data.get("stream", True) is not False:
-            return 0.0
         failover = self._holder.current.config.failover
-        options = front.data.get("options") if isinstance(front.data.get("options"), dict) else {}
-        predict = options.get("num_predict")
-        predict = predict if isinstance(predict, int) and predict > 0 else failover.default_num_predict
+        predict = whole_answer_tokens(front, failover.default_num_predict)
+        if predict is None:
+            return 0.0
         rate = self._inflight.decode_rate(worker.name, model) or self._inflight.worker_rate(worker.name)
         return predict / (rate or failover.cpu_tokens_per_s)
 
@@ -158,7 +156,8 @@ class Proxy:
             raise AttemptFailed("dropped", f"connection failed: {describe(exc)}") from None
         remaining_s = max(0.1, first_byte_s - (time.monotonic() - started))
         async with resp:
-            return await answer(request, resp, call, outcome, claim, failover, remaining_s)
+            return await answer(request, resp, call, outcome, claim, failover, remaining_s,
+                                self._holder.current.config.server.max_stream_s)
 
     def _report_failure(self, worker: str, exc: AttemptFailed) -> None:
         self._metrics.failovers.labels(reason=exc.kind).inc()
@@ -169,13 +168,32 @@ class Proxy:
             self._holder.update(lambda s: state.with_outcome(s, worker, False, now))
 
 
-def prepare(worker: WorkerView, front: FrontRequest, request_id: str) -> UpstreamCall:
-    """The request as this worker's kind takes it, under the worker's own id for the model."""
+def whole_answer_tokens(front: FrontRequest, default: int) -> int | None:
+    """The tokens a non-streamed generation may make before its first byte; None for streams and
+    for answers that generate nothing (embeddings, show). OpenAI streams only when asked to."""
+    data = front.data
+    if front.api == "openai":
+        if front.endpoint not in ("chat", "completions") or data.get("stream") is True:
+            return None
+        limit = data.get("max_completion_tokens") or data.get("max_tokens")
+    else:
+        if front.endpoint not in ("chat", "generate") or data.get("stream", True) is not False:
+            return None
+        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        limit = options.get("num_predict")
+    return limit if isinstance(limit, int) and limit > 0 else default
+
+
+def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None) -> UpstreamCall:
+    """The request as this worker's kind takes it, under the worker's own id for the model. The
+    client's own Authorization goes on only to a worker configured to receive it."""
     entry = worker.models.get(front.model) or worker.resident.get(front.model)
     model_id = (entry.upstream_id or entry.name) if entry else front.model
     call = for_kind(worker.config.kind).prepare(front, model_id)
     call.headers.setdefault("Content-Type", "application/json")
     call.headers["X-Request-ID"] = request_id
+    if client_auth and worker.config.forward_client_auth:
+        call.headers["Authorization"] = client_auth
     call.headers.update(worker.config.auth_headers())
     return call
 

@@ -1,8 +1,9 @@
 """Relaying one worker's answer to the client: whole or streamed, passed through or translated.
 
 Before the first byte reaches the client any failure raises AttemptFailed (the proxy moves
-on); after it, a failure ends the stream with one Ollama error line. Streams are written
-chunk by chunk as they arrive; Ollama workers' bytes are never parsed on the way.
+on); after it, a failure ends the stream with one Ollama error line, or on /v1 with one SSE
+error event. Streams are written chunk by chunk as they arrive (SSE in whole events); Ollama
+workers' bytes are never parsed on the way.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from backends import openai_front
 from backends.base import UpstreamCall
 from backends.streams import error_line
 from gateway.inflight import Claim
@@ -32,12 +34,12 @@ class AttemptFailed(Exception):
 
 
 async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: UpstreamCall, outcome, claim: Claim,
-                 failover, first_byte_s: float) -> web.StreamResponse:
+                 failover, first_byte_s: float, max_stream_s: float = 1800.0) -> web.StreamResponse:
     if resp.status in RETRYABLE_STATUS:
         detail = await error_detail(resp)
         raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
     if resp.content_type in STREAM_TYPES and resp.status == 200:
-        return await _stream(request, resp, call, outcome, claim, failover, first_byte_s)
+        return await _stream(request, resp, call, outcome, claim, failover, first_byte_s, max_stream_s)
     try:
         async with asyncio.timeout(first_byte_s):
             body = await resp.read()
@@ -46,7 +48,9 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
     outcome.ttfb_s = time.monotonic() - outcome.started
     outcome.status, outcome.outcome = resp.status, "ok" if resp.status < 400 else "client_error"
     headers = reply_headers(resp, outcome)
-    if resp.status >= 400 and (call.translator or call.whole):
+    if call.front == "openai":
+        body = _openai_whole(call, body, resp.status, outcome, headers)
+    elif resp.status >= 400 and (call.translator or call.whole):
         body, headers["Content-Type"] = _ollama_error(body, resp.status), "application/json"
     elif call.translator or call.whole:
         body = _translate_whole(call, body)
@@ -54,6 +58,21 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
     if resp.status == 200 and outcome.endpoint in ACCOUNTED:
         read_final_fields(body, outcome)
     return web.Response(status=resp.status, body=body, headers=headers)
+
+
+def _openai_whole(call: UpstreamCall, body: bytes, status: int, outcome, headers: dict[str, str]) -> bytes:
+    """A /v1 answer passes through; a worker's error is made OpenAI-shaped if it is not already."""
+    if status >= 400:
+        headers["Content-Type"] = "application/json"
+        return openai_front.error_body(body, status)
+    if status == 200 and call.path.endswith("completions"):  # embeddings count no generated tokens
+        _take_usage(openai_front.whole_usage(body), outcome)
+    return body
+
+
+def _take_usage(usage: openai_front.Usage | None, outcome) -> None:
+    if usage is not None:
+        outcome.tokens, outcome.eval_s, outcome.service_s = usage.tokens, usage.eval_s, usage.service_s
 
 
 def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
@@ -64,7 +83,7 @@ def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
 
 
 async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover,
-                  first_byte_s: float) -> web.StreamResponse:
+                  first_byte_s: float, max_stream_s: float) -> web.StreamResponse:
     try:
         async with asyncio.timeout(first_byte_s):
             first = await resp.content.readany()
@@ -80,14 +99,15 @@ async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, fail
     out = web.StreamResponse(status=resp.status, headers=headers)
     await out.prepare(request)
     outcome.status = resp.status
-    await _pump(out, resp, first, call, outcome, failover.stream_idle_timeout_s)
+    await _pump(out, resp, first, call, outcome, failover.stream_idle_timeout_s, max_stream_s)
     return out
 
 
 async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes, call: UpstreamCall,
-                outcome, idle_s: float) -> None:
-    translator = call.translator
+                outcome, idle_s: float, max_s: float) -> None:
+    translator = call.translator or (openai_front.SseRelay() if call.front == "openai" else None)
     ends_line, prev, last = True, b"", b""
+    deadline = asyncio.get_running_loop().time() + max_s
     try:
         while chunk:
             data = translator.feed(chunk) if translator else chunk
@@ -95,22 +115,53 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
                 await out.write(data)
                 ends_line = data.endswith(b"\n")
                 prev, last = last, data  # the final line may straddle two chunks
-            async with asyncio.timeout(idle_s):
-                chunk = await resp.content.readany()
+            if (left := deadline - asyncio.get_running_loop().time()) <= 0:
+                raise StreamTooLong(max_s)
+            try:
+                async with asyncio.timeout(min(idle_s, left)):
+                    chunk = await resp.content.readany()
+            except TimeoutError:
+                if left < idle_s:
+                    raise StreamTooLong(max_s) from None
+                raise
         if translator and (tail := translator.end()):
             await out.write(tail)
             prev, last = last, tail
     except ConnectionResetError:
         outcome.outcome = "client_gone"  # leaving `async with resp` closes upstream: generation stops
         return
+    except StreamTooLong as exc:
+        outcome.outcome = "too_long"  # leaving `async with resp` closes upstream: the GPU slot frees
+        await write_quietly(out, _cut_notice(call, str(exc), ends_line))
+        return
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         outcome.outcome = "cut"
         message = f"worker {outcome.worker} failed mid-stream: {describe(exc)}"
-        await write_quietly(out, (b"" if ends_line else b"\n") + error_line(message))
+        await write_quietly(out, _cut_notice(call, message, ends_line))
         return
+    if isinstance(translator, openai_front.SseRelay):
+        if not translator.finished:  # the worker closed the stream without [DONE]: the client must know
+            outcome.outcome = "cut"
+            await write_quietly(out, _cut_notice(call, f"worker {outcome.worker} ended the stream early", True))
+            return
+        _take_usage(translator.usage(), outcome)
+    else:
+        read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
     outcome.outcome = "ok"
-    read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
     await write_quietly(out, b"", eof=True)
+
+
+class StreamTooLong(Exception):
+    def __init__(self, max_s: float) -> None:
+        super().__init__(f"the stream ran past the gateway's limit of {max_s:g}s ([server] max_stream_s) and was ended")
+
+
+def _cut_notice(call: UpstreamCall, message: str, ends_line: bool) -> bytes:
+    """What ends a stream a worker cut: one SSE error event on /v1 (SseRelay keeps the stream at an
+    event boundary), else one Ollama error line on a line of its own."""
+    if call.front == "openai":
+        return openai_front.sse_error(message)
+    return (b"" if ends_line else b"\n") + error_line(message)
 
 
 def read_final_fields(line: bytes, outcome) -> None:

@@ -37,7 +37,9 @@ def serve(config_path: str | None = None, listen: str | None = None) -> int:
 async def _main(settings: Settings, config) -> None:
     host, port = settings.host_port
     app = build_app(settings, config)
-    app_runner, bound = await runner.start(app, host, port)
+    limits = runner.ConnectionLimits(settings.max_connections, settings.header_timeout_s, settings.idle_timeout_s,
+                                     settings.max_header_bytes)
+    app_runner, bound = await runner.start(app, host, port, limits)
     log.info("gateway.listening", address=f"http://{host}:{bound}", workers=len(config.workers),
              config=settings.config, config_version=config.version,
              admin_api="on" if settings.admin_token else "off (set BEACON_ADMIN_TOKEN)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LISTEN = "127.0.0.1:11434"
@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Bearer token for /admin/*; unset disables the admin API. Never logged, never echoed.
     admin_token: SecretStr | None = None
+    # Bearer token for /metrics; unset leaves /metrics open (as Prometheus scrapes usually are).
+    metrics_token: SecretStr | None = None
+    # Connection limits (per process): past max_connections new connections get 503 and are closed;
+    # a connection that sends no complete request head within header_timeout_s, or sits idle
+    # between requests for idle_timeout_s, is closed (slow-loris clients hold nothing for long).
+    max_connections: int = Field(4096, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0)
+    max_header_bytes: int = Field(16384, ge=1024)
 
     @field_validator("listen")
     @classmethod

@@ -68,7 +68,7 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(*specs: WorkerSpec, config_extra: str = "", gpu_reader=None, admin_token: str | None = None,
-                    config_path=None, clock=None) -> Fleet:
+                    config_path=None, clock=None, settings: dict | None = None) -> Fleet:
         """config_path: also write the config there and point the gateway's settings at it (reload tests)."""
         workers, servers, urls, tomls = {}, {}, {}, []
         for spec in specs:
@@ -85,7 +85,8 @@ async def start_fleet(aiohttp_server) -> Callable[..., Awaitable[Fleet]]:
             tomls.append(worker_toml(spec, url))
         text = "\n".join(tomls) + "\n" + config_extra
         config = parse_config(text.encode())
-        settings = Settings(admin_token=admin_token, **({"config": str(config_path)} if config_path else {}))
+        settings = Settings(admin_token=admin_token, **({"config": str(config_path)} if config_path else {}),
+                            **(settings or {}))
         if config_path:
             config_path.write_text(text)
         app = build_app(settings, config, run_loops=False, gpu_reader=gpu_reader,

@@ -80,6 +80,8 @@ async def _modes(request: web.Request, handler) -> web.StreamResponse:
     openai_shape = request.path.startswith("/v1/")
     if not request.path.startswith("/_sim/"):
         worker.stats.requests[request.path] += 1
+        if "Authorization" in request.headers:
+            worker.stats.authorization[request.headers["Authorization"]] += 1
         if not worker.unhung.is_set():
             await worker.unhung.wait()  # "hang": the connection is accepted and nothing is said
         missing = request.match_info.http_exception

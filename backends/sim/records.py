@@ -47,6 +47,7 @@ class Stats:
     unloads: list[str] = field(default_factory=list)  # every unload, evictions included
     evictions: list[str] = field(default_factory=list)  # unloads made to fit another model
     requests: Counter = field(default_factory=Counter)
+    authorization: Counter = field(default_factory=Counter)  # Authorization headers seen, for leak checks
     cancelled: int = 0  # accepted requests whose client went away before the answer ended
     completed: int = 0
     dropped: int = 0  # connections the "drop" mode cut

@@ -6,6 +6,7 @@ GatewayError; accounting writes the one `request.done` line and the request metr
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.context import GATEWAY
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.metrics import Metrics, model_label
 from gateway.names import InvalidModelName
 from gateway.proxy import Outcome
@@ -27,16 +29,35 @@ REQUEST_ID = "request_id"
 _MIB = 1024 * 1024
 
 
+def body_endpoint(path: str) -> str:
+    """The key of `[server] body_mib` a path falls under: "chat", "chat/completions", "blobs", "admin"."""
+    if path.startswith("/admin/"):
+        return "admin"
+    if path.startswith("/api/blobs/"):
+        return "blobs"
+    if path == "/v1/embeddings":
+        return "v1/embeddings"
+    return path.removeprefix("/api/").removeprefix("/v1/")
+
+
 async def read_body(request: web.Request, limit_mib: float) -> bytes:
-    limit = int(limit_mib * _MIB)
+    """The whole body, within the endpoint's size limit (`[server] body_mib`, else `limit_mib`)
+    and `[server] body_timeout_s` (a client trickling its body holds a connection, nothing more)."""
+    server = request.app[GATEWAY].holder.current.config.server
+    limit = int(server.body_mib.get(body_endpoint(request.path), limit_mib) * _MIB)
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit")
+        raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit "
+                              f"for {request.path}")
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the {limit} byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(server.body_timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is over the {limit} byte limit for {request.path}")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {server.body_timeout_s:g}s") from None
     return b"".join(chunks)
 
 
@@ -98,7 +119,8 @@ def new_outcome(request: web.Request, endpoint: str, model: str) -> Outcome:
 
 def refusal(status: int) -> str:
     """The outcome label of a request the gateway itself turned away."""
-    return {400: "bad_request", 404: "not_found", 413: "too_large", 503: "no_capacity"}.get(status, "error")
+    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 408: "timeout",
+            413: "too_large", 429: "rate_limited", 503: "no_capacity"}.get(status, "error")
 
 
 def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:

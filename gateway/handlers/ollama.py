@@ -7,25 +7,15 @@ Model management that fans out to many workers lives in handlers/manage.py.
 
 from __future__ import annotations
 
-import hashlib
-
 import orjson
 from aiohttp import web
 
-from backends.base import FrontRequest
-from gateway.context import GATEWAY, Gateway
-from gateway.errors import GatewayError, ModelNotFound, NoCapacity
-from gateway.handlers.common import (
-    REQUEST_ID,
-    account,
-    model_field,
-    new_outcome,
-    parse_object,
-    read_body,
-    refusal,
-    resolve,
-)
-from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
+from gateway.access import allowed_models
+from gateway.context import GATEWAY
+from gateway.errors import NoCapacity
+from gateway.handlers.common import model_field
+from gateway.handlers.inference import Asked, serve
+from gateway.state import Snapshot
 
 RUNNING = "Ollama is running"
 API_VERSION = "0.12.6"  # the Ollama API this gateway speaks, for fleets without Ollama workers
@@ -37,74 +27,23 @@ async def root(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.StreamResponse:
     """chat, generate, embed, embeddings and show: one worker answers, chosen by the router."""
-    gw = request.app[GATEWAY]
-    snap = gw.holder.current
-    outcome = new_outcome(request, request.path.rsplit("/", 1)[-1], "")
-    try:
-        body = await read_body(request, snap.config.server.max_body_mib)
-        data = parse_object(body)
-        asked = model_field(data)
-        outcome.model = model = resolve(snap, asked)
-        if snap.names.is_alias(asked):
-            data["model"] = model  # the worker knows the model by its own name, not our alias
-            data.pop("name", None)
-            body = orjson.dumps(data)
-        outcome.session = session_key(request, data, snap.config.routing.affinity)
-        gw.inflight.requested(model, gw.clock())
-        plan = await _plan(gw, model, outcome.session, need_of(data, len(body), outcome.endpoint, snap))
-        if plan.verdict == UNKNOWN_MODEL:
-            raise ModelNotFound(asked)
-        if plan.verdict == CPU_REFUSED:
-            raise NoCapacity(plan.note, snap.config.server.retry_after_s)
-        front = FrontRequest(outcome.endpoint, request.path, body, data, model)
-        return await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
-    except GatewayError as exc:
-        outcome.status = outcome.status or exc.status
-        outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
-        raise
-    finally:
-        account(gw.metrics, snap, outcome)
+    endpoint = request.path.rsplit("/", 1)[-1]
+
+    def read(data: dict, snap: Snapshot) -> Asked:
+        return Asked(endpoint, model_field(data), predict_of(data, endpoint, snap))
+
+    return await serve(request, endpoint, "ollama", read)
 
 
-def need_of(data: dict, body_size: int, endpoint: str, snap) -> Need:
-    """Roughly what the request asks for: ~4 bytes a prompt token, num_predict or the default."""
+def predict_of(data: dict, endpoint: str, snap: Snapshot) -> int:
+    """Roughly how many tokens the answer takes: num_predict or the default; none for embeddings."""
     options = data.get("options") if isinstance(data.get("options"), dict) else {}
     predict = options.get("num_predict")
     if endpoint not in ("chat", "generate"):
-        predict = 0
-    elif not isinstance(predict, int) or isinstance(predict, bool) or predict < 0:
-        predict = snap.config.failover.default_num_predict
-    return Need(prompt_tokens=body_size // 4, predict_tokens=predict)
-
-
-async def _plan(gw: Gateway, model: str, session: str | None, need: Need) -> Plan:
-    """A plan now, or after waiting in the model's queue while every copy is busy."""
-    admission, config = gw.admission, gw.holder.current.config
-
-    def plan() -> Plan:
-        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model), need)
-
-    return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
-                                 config.server.retry_after_s)
-
-
-def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
-    """One conversation's key: the client's X-Session-Id, else its system prompt and first user turn."""
-    header = request.headers.get("X-Session-Id")
-    if header:
-        return "h:" + header[:256]
-    if not affinity:
-        return None
-    messages = data.get("messages")
-    if isinstance(messages, list):
-        system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
-        first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
-    else:
-        system, first = data.get("system", ""), str(data.get("prompt", ""))[:1024]
-    if not system and not first:
-        return None
-    text = f"{system}\x00{first}".encode("utf-8", "replace")
-    return "p:" + hashlib.blake2b(text, digest_size=8).hexdigest()
+        return 0
+    if not isinstance(predict, int) or isinstance(predict, bool) or predict < 0:
+        return snap.config.failover.default_num_predict
+    return predict
 
 
 async def version(request: web.Request) -> web.Response:
@@ -130,7 +69,7 @@ async def tags(request: web.Request) -> web.Response:
         for name, entry in worker.models.items():
             item = merged.setdefault(name, {**entry.raw, "workers": []})
             item["workers"].append(worker.name)
-    return web.json_response({"models": list(merged.values())}, dumps=_dumps)
+    return web.json_response({"models": [merged[m] for m in allowed_models(request, list(merged))]}, dumps=_dumps)
 
 
 async def ps(request: web.Request) -> web.Response:
@@ -139,7 +78,8 @@ async def ps(request: web.Request) -> web.Response:
     await gw.prober.fresh()
     models = []
     for worker in gw.holder.current.up_workers():
-        for name, r in worker.resident.items():
+        for name in allowed_models(request, list(worker.resident)):
+            r = worker.resident[name]
             models.append({"name": name, "model": name, "expires_at": r.expires_at, **r.raw,
                            "size": r.size, "size_vram": r.size_vram, "context_length": r.context_length,
                            "worker": worker.name})

@@ -103,7 +103,7 @@ def test_the_example_documents_every_key_of_the_schema():
 
     from gateway import config as schema
 
-    sections = {"workers": schema.WorkerConfig, "models": schema.ModelConfig}
+    sections = {"workers": schema.WorkerConfig, "models": schema.ModelConfig, "clients": schema.ClientConfig}
     for name, field in schema.RoutingConfig.model_fields.items():
         sections.setdefault(name, field.annotation)
     comments = "\n".join(line for line in (ROOT / "config.example.toml").read_text().splitlines()

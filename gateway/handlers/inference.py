@@ -1,0 +1,99 @@
+"""The one inference path every front API shares: read and check the body, resolve the model,
+plan (router + admission), run the plan (proxy), account (metrics + one `request.done` line).
+
+A front (handlers/ollama.py for /api/*, handlers/openai.py for /v1/*) only says how to read its
+request: which model it names, what it asks and how many tokens it may generate. No routing,
+relaying or error shaping lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from backends.base import FrontRequest
+from gateway.access import allow_model
+from gateway.context import GATEWAY, Gateway
+from gateway.errors import GatewayError, ModelNotFound, NoCapacity
+from gateway.handlers.common import REQUEST_ID, account, new_outcome, parse_object, read_body, refusal, resolve
+from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
+from gateway.state import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a front read from a request body: the FrontRequest endpoint, the model as the client
+    named it, and how many tokens the answer may generate (0 when it generates none)."""
+
+    endpoint: str
+    model: str
+    predict: int
+
+
+Reader = Callable[[dict, Snapshot], Asked]  # raises BadRequest when the body is not a valid request
+
+
+async def serve(request: web.Request, label: str, api: str, read: Reader) -> web.StreamResponse:
+    """One request to one worker; `label` is the endpoint in metrics and in the request.done line."""
+    gw = request.app[GATEWAY]
+    snap = gw.holder.current
+    outcome = new_outcome(request, label, "")
+    try:
+        body = await read_body(request, snap.config.server.max_body_mib)
+        data = parse_object(body)
+        asked = read(data, snap)
+        outcome.model = model = resolve(snap, asked.model)
+        allow_model(request, model)
+        if snap.names.is_alias(asked.model):
+            data["model"] = model  # the worker knows the model by its own name, not our alias
+            data.pop("name", None)
+            body = orjson.dumps(data)
+        outcome.session = session_key(request, data, snap.config.routing.affinity)
+        gw.inflight.requested(model, gw.clock())
+        plan = await plan_for(gw, model, outcome.session, Need(len(body) // 4, asked.predict))
+        if plan.verdict == UNKNOWN_MODEL:
+            raise ModelNotFound(asked.model)
+        if plan.verdict == CPU_REFUSED:
+            raise NoCapacity(plan.note, snap.config.server.retry_after_s)
+        front = FrontRequest(asked.endpoint, request.path, body, data, model, api)
+        return await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
+    except GatewayError as exc:
+        outcome.status = outcome.status or exc.status
+        outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
+        raise
+    finally:
+        account(gw.metrics, snap, outcome)
+
+
+async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> Plan:
+    """A plan now, or after waiting in the model's queue while every copy is busy."""
+    admission, config = gw.admission, gw.holder.current.config
+
+    def plan() -> Plan:
+        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model), need)
+
+    return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
+                                 config.server.retry_after_s)
+
+
+def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
+    """One conversation's key: the client's X-Session-Id, else its system prompt and first user turn."""
+    header = request.headers.get("X-Session-Id")
+    if header:
+        return "h:" + header[:256]
+    if not affinity:
+        return None
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
+        first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
+    else:
+        system, first = data.get("system", ""), str(data.get("prompt", ""))[:1024]
+    if not system and not first:
+        return None
+    text = f"{system}\x00{first}".encode("utf-8", "replace")
+    return "p:" + hashlib.blake2b(text, digest_size=8).hexdigest()
