@@ -54,6 +54,7 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         warmer = Warmer(holder, inflight, session, prober, metrics, clock)
         admission = Admission()
         metrics.watch(lambda: holder.current, inflight.view, admission.depths, inflight.slow_reason)
+        metrics.watch_process()
         proxy = Proxy(session, holder, inflight, metrics, clock, on_release=admission.release)
 
         async def after_swap(added: set[str]) -> None:

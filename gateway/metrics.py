@@ -7,9 +7,10 @@ sync. Model labels are bounded: a name not configured and not seen on a worker i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -45,6 +46,12 @@ class Metrics:
             self.config_reloads.labels(result=result)
         for reason in FAILOVER_REASONS:
             self.failovers.labels(reason=reason)
+
+    def watch_process(self) -> None:
+        """process_resident_memory_bytes, process_open_fds, CPU seconds (Linux), and the event loop's
+        task count: what a soak or a leak hunt reads."""
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_LoopCollector())
 
     def watch(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]],
               queues: Callable[[], Mapping[str, int]] = dict,
@@ -140,3 +147,12 @@ def _gpus(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
             if value is not None:
                 family.add_metric([gpu], float(value))
     yield from (ok, total, used, util, temp, power)
+
+
+class _LoopCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped off the loop (never in the gateway itself)
+            return
+        yield GaugeMetricFamily("beacon_event_loop_tasks", "asyncio tasks alive in the gateway process", value=tasks)

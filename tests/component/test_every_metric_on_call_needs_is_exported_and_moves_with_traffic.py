@@ -12,7 +12,8 @@ NAMES = ("beacon_requests_total", "beacon_request_duration_seconds_bucket", "bea
          "beacon_worker_state", "beacon_model_resident", "beacon_worker_vram_bytes", "beacon_gpu_memory_used_bytes",
          "beacon_gpu_memory_total_bytes", "beacon_gpu_utilization_ratio", "beacon_gpu_temperature_celsius",
          "beacon_gpu_power_watts", "beacon_gpu_readable", "beacon_model_loads_total", "beacon_failovers_total",
-         "beacon_config_reloads_total")
+         "beacon_config_reloads_total", "beacon_event_loop_tasks", "process_resident_memory_bytes",
+         "process_open_fds")
 
 
 class OneGpu:
