@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
     status.set_defaults(func=_status)
 
+    _bench_command(sub)
+
     hashing = sub.add_parser("hash-key", help="print the key_sha256 of a client API key read from stdin")
     hashing.set_defaults(func=_hash_key)
 
@@ -84,6 +86,45 @@ def _admin(args: argparse.Namespace) -> int:
                                                                          f"/admin/workers/{quote(str(worker), safe='')}/{args.command}")
     body = {"model": args.model} if getattr(args, "model", None) else None
     return call(args.url, path, args.token, body)
+
+
+def _bench_command(sub) -> None:
+    bench = sub.add_parser("bench", help="load-test an Ollama- or OpenAI-API address (the gateway or a worker)")
+    bench.add_argument("--url", help="base URL (default: $OLLAMA_BASE_URL, $OLLAMA_HOST or http://127.0.0.1:11434)")
+    bench.add_argument("--api", choices=("ollama", "openai"), default="ollama")
+    bench.add_argument("--endpoint", choices=("chat", "generate"), default="chat", help="Ollama endpoint")
+    bench.add_argument("--model", action="append", help="model to ask for; repeat to mix models")
+    bench.add_argument("--prompt-words", type=int, default=32)
+    bench.add_argument("--num-predict", type=int, default=128, help="tokens to generate per request")
+    bench.add_argument("--no-stream", dest="stream", action="store_false")
+    load = bench.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=int, default=8, help="closed loop: clients in parallel (default 8)")
+    load.add_argument("--rate", type=float, help="open loop: requests per second (Poisson arrivals)")
+    bench.add_argument("--requests", type=int, help="stop after this many (default 100 without --duration)")
+    bench.add_argument("--duration", type=float, help="stop after this many seconds")
+    bench.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
+    bench.add_argument("--api-key", default=None, help="client key (default: $BEACON_API_KEY)")
+    bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    bench.add_argument("--json", help="write the report as JSON here")
+    bench.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway import bench
+
+    if args.concurrency < 1 or (args.rate is not None and args.rate <= 0) or (args.requests or 1) < 1:
+        print("--concurrency, --rate and --requests must be positive", file=os.sys.stderr)
+        return 2
+    options = bench.Options(url=args.url or bench.default_url(), api=args.api, endpoint=args.endpoint,
+                            models=tuple(args.model or ["llama3.2:1b"]), prompt_words=args.prompt_words,
+                            num_predict=args.num_predict, stream=args.stream, concurrency=args.concurrency,
+                            rate=args.rate, requests=args.requests, duration_s=args.duration, timeout_s=args.timeout,
+                            api_key=args.api_key or os.environ.get("BEACON_API_KEY"), seed=args.seed,
+                            progress=args.progress)
+    return bench.main(options, args.json)
 
 
 def _hash_key(args: argparse.Namespace) -> int:
