@@ -25,6 +25,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.requests = Counter("beacon_requests", "Requests answered, by front endpoint, model, worker and outcome",
                                 ["endpoint", "model", "worker", "outcome"], registry=r)
@@ -46,6 +47,15 @@ class Metrics:
             self.config_reloads.labels(result=result)
         for reason in FAILOVER_REASONS:
             self.failovers.labels(reason=reason)
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), remembered: labels() validates and locks on every call, and the
+        request path calls it four times a request. Label values are bounded, so is this cache."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def watch_process(self) -> None:
         """process_resident_memory_bytes, process_open_fds, CPU seconds (Linux), and the event loop's

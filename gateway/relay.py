@@ -107,23 +107,17 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
                 outcome, idle_s: float, max_s: float) -> None:
     translator = call.translator or (openai_front.SseRelay() if call.front == "openai" else None)
     ends_line, prev, last = True, b"", b""
-    deadline = asyncio.get_running_loop().time() + max_s
+    watchdog = _Watchdog(idle_s, max_s)
     try:
-        while chunk:
-            data = translator.feed(chunk) if translator else chunk
-            if data:
-                await out.write(data)
-                ends_line = data.endswith(b"\n")
-                prev, last = last, data  # the final line may straddle two chunks
-            if (left := deadline - asyncio.get_running_loop().time()) <= 0:
-                raise StreamTooLong(max_s)
-            try:
-                async with asyncio.timeout(min(idle_s, left)):
-                    chunk = await resp.content.readany()
-            except TimeoutError:
-                if left < idle_s:
-                    raise StreamTooLong(max_s) from None
-                raise
+        with watchdog:
+            while chunk:
+                data = translator.feed(chunk) if translator else chunk
+                if data:
+                    await out.write(data)
+                    ends_line = data.endswith(b"\n")
+                    prev, last = last, data  # the final line may straddle two chunks
+                watchdog.fed()
+                chunk = await resp.content.readany()
         if translator and (tail := translator.end()):
             await out.write(tail)
             prev, last = last, tail
@@ -149,6 +143,51 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
         read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
     outcome.outcome = "ok"
     await write_quietly(out, b"", eof=True)
+
+
+class _Watchdog:
+    """A stream's two deadlines (no chunk for idle_s; longer than max_s in all) with one timer per
+    idle period instead of one per chunk: relaying a chunk only notes the time. On expiry it
+    cancels the relaying task and turns that cancellation into TimeoutError or StreamTooLong;
+    any other cancellation (the client went away) passes through untouched."""
+
+    def __init__(self, idle_s: float, max_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle_s, self._max_s = idle_s, max_s
+        self._deadline = self._loop.time() + max_s
+        self._last = self._loop.time()
+        self._task: asyncio.Task | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired: Exception | None = None
+
+    def fed(self) -> None:
+        self._last = self._loop.time()
+
+    def __enter__(self) -> _Watchdog:
+        self._task = asyncio.current_task()
+        self._arm()
+        return self
+
+    def _arm(self) -> None:
+        self._handle = self._loop.call_at(min(self._last + self._idle_s, self._deadline), self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fired = StreamTooLong(self._max_s)
+        elif now - self._last >= self._idle_s:
+            self._fired = TimeoutError(f"no data for {self._idle_s:g}s")
+        if self._fired is None:
+            self._arm()
+        elif self._task is not None:
+            self._task.cancel()
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired is not None and kind is asyncio.CancelledError and self._task is not None:
+            self._task.uncancel()
+            raise self._fired from None
 
 
 class StreamTooLong(Exception):

@@ -7,8 +7,8 @@ GatewayError; accounting writes the one `request.done` line and the request metr
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +48,11 @@ async def read_body(request: web.Request, limit_mib: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit "
                               f"for {request.path}")
+    if request.content.is_eof():  # the whole body came with the head (most API calls): no timer needed
+        body = request.content.read_nowait(-1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the {limit} byte limit for {request.path}")
+        return body
     chunks, size = [], 0
     try:
         async with asyncio.timeout(server.body_timeout_s):
@@ -101,7 +106,7 @@ def resolve(snapshot: Snapshot, name: str) -> str:
 async def request_id_middleware(request: web.Request,
                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
@@ -126,12 +131,12 @@ def refusal(status: int) -> str:
 def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
     duration = time.monotonic() - outcome.started
     label = model_label(snapshot, outcome.model)
-    metrics.requests.labels(outcome.endpoint, label, outcome.worker or "none", outcome.outcome).inc()
-    metrics.duration.labels(label).observe(duration)
+    metrics.child(metrics.requests, outcome.endpoint, label, outcome.worker or "none", outcome.outcome).inc()
+    metrics.child(metrics.duration, label).observe(duration)
     if outcome.ttfb_s is not None:
-        metrics.ttfb.labels(label).observe(outcome.ttfb_s)
+        metrics.child(metrics.ttfb, label).observe(outcome.ttfb_s)
     if outcome.tokens:
-        metrics.tokens.labels(label).inc(outcome.tokens)
+        metrics.child(metrics.tokens, label).inc(outcome.tokens)
     log.info("request.done", endpoint=outcome.endpoint, model=outcome.model, worker=outcome.worker or None,
              reason=outcome.reason or None, outcome=outcome.outcome, status=outcome.status,
              ttft_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
