@@ -137,7 +137,8 @@ def start_paths(procs: Procs, quick: bool, streams: bool = False) -> dict[str, s
         cfg.write_text(f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n      model: ollama_chat/{MODEL}\n"
                        f"      api_base: {paths['direct']}\nlitellm_settings:\n  set_verbose: false\n")
         procs.start([str(PEERS / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-                     "--num_workers", "1"], 0, {"LITELLM_LOG": "ERROR"})
+                     "--num_workers", "1"], 0, {"LITELLM_LOG": "ERROR",  # loopback-only benchmark: no master key
+                                            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
         wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120)
         paths["litellm"] = f"http://127.0.0.1:{port}"
     return paths
