@@ -7,6 +7,7 @@ Writes the config it generated to a temporary file so people can read and copy i
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -69,6 +70,7 @@ async def _main(host: str, port: int) -> None:
         if llama is not None:
             llama.kill()
             await llama.process.wait()
+        shutil.rmtree(folder, ignore_errors=True)  # the generated config and the tiny model
 
 
 async def _real_llama_worker(folder: Path):
