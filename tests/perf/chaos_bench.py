@@ -29,6 +29,7 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.context import GATEWAY
 from gateway.settings import Settings
+from tests.perf.procs import free_port
 
 FAULTS = ("crash", "hang", "error", "slow", "gpu_lost", "drop")
 MODELS = "llama3.2:1b=1.3GiB"
@@ -182,7 +183,7 @@ def report(results: list, faults: list, workers: list[Worker], args) -> dict:
 
 async def main_async(args) -> dict:
     logs.configure("json", "warning")
-    ports = [runner_free_port() for _ in range(5)]
+    ports = [free_port() for _ in range(5)]
     workers = [Worker(f"gpu{i}", "gpu", 200.0, ports[i]) for i in range(3)] + [Worker("cpu0", "cpu", 10.0, ports[3])]
     for w in workers:
         await w.start()
@@ -199,14 +200,6 @@ async def main_async(args) -> dict:
         if w.app_runner:
             await w.app_runner.cleanup()
     return report(results, faults, workers, args)
-
-
-def runner_free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

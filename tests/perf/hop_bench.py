@@ -20,18 +20,16 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from tests.perf import hop_upstream
+from tests.perf import hop_upstream, procs
+from tests.perf.procs import free_port, wait_http
 
 PEERS = Path(os.environ.get("BEACON_PEERS", "/opt/peers/bin"))
 MODEL = "m:latest"
@@ -39,48 +37,16 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello in o
         "stream": False}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Procs:
-    """Every process this run starts; all are killed on exit, whatever happens."""
+class Procs(procs.Procs):
+    """procs.Procs, with each process pinned to a core (`taskset`) so the proxy under test has its own."""
 
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix="hop-bench-"))
+        super().__init__(prefix="hop-bench-")
+        self.up_port = 0
 
-    def start(self, args: list[str], core: int | None, env: dict | None = None) -> subprocess.Popen:
-        cmd = (["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []) + args
-        log = open(self.tmp / f"{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:  # each leads its own session: kill its children too (nginx workers)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def wait_http(url: str, seconds: float = 60.0) -> None:
-    import urllib.request
-
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except Exception:  # not up yet
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} never answered")
+    def start(self, args: list[str], core: int | None, env: dict | None = None) -> subprocess.Popen:  # type: ignore[override]
+        pin = ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
+        return super().start(pin + args, f"{len(self.procs)}-{Path(args[0]).name}", env)
 
 
 def nginx(procs: Procs, name: str, body: str, core: int) -> int:
