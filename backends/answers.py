@@ -146,7 +146,7 @@ class Translator:
 
     # -- whole answers -------------------------------------------------------------------
     def whole(self, body: bytes) -> bytes:
-        answer = loads_lenient(body)
+        answer = _not_an_error(loads_lenient(body))
         if self.native:
             text, reason = answer.get("content", ""), answer.get("stop_type") or "stop"
             calls = None
@@ -162,8 +162,17 @@ class Translator:
         return orjson.dumps(item)
 
 
+def _not_an_error(answer: Any) -> Any:
+    """A 200 whose body is an error is a failed answer, not an empty success."""
+    if isinstance(answer, dict) and answer.get("error"):
+        error = answer["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise ValueError(f"worker answered 200 with an error: {message}")
+    return answer
+
+
 def embed_answer(body: bytes, model: str, legacy: bool, started: float) -> bytes:
-    answer = loads_lenient(body)
+    answer = _not_an_error(loads_lenient(body))
     rows = sorted(answer.get("data") or [], key=lambda d: d.get("index", 0))
     vectors = [row.get("embedding") or [] for row in rows]
     if legacy:

@@ -54,9 +54,12 @@ class LlamaServer:
 
 async def start_server(exe: Path, log_dir: Path, *, model: Path | None = None, models_dir: Path | None = None,
                        alias: str | None = None, parallel: int = 2, ctx: int = 1024, models_max: int | None = None,
-                       extra: tuple[str, ...] = ()) -> LlamaServer:
+                       extra: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                       ready_s: float = 60.0) -> LlamaServer:
+    """`prefix` goes before the binary (e.g. `taskset -c 4-7`); `extra` after the flags set here
+    (a repeated flag such as `-t 4` overrides the one set here)."""
     port = free_port()
-    args = [str(exe), "--host", "127.0.0.1", "--port", str(port), "-c", str(ctx), "--parallel", str(parallel),
+    args = [*prefix, str(exe), "--host", "127.0.0.1", "--port", str(port), "-c", str(ctx), "--parallel", str(parallel),
             "-t", "1", "--no-webui", *extra]
     if model is not None:
         args += ["-m", str(model)] + (["--alias", alias] if alias else [])
@@ -67,7 +70,7 @@ async def start_server(exe: Path, log_dir: Path, *, model: Path | None = None, m
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log, env=env)
     server = LlamaServer(f"http://127.0.0.1:{port}", process, log_path)
-    await _wait_ready(server)
+    await _wait_ready(server, ready_s)
     return server
 
 

@@ -51,8 +51,10 @@ def error_body(body: bytes, status: int) -> bytes:
     except ValueError:
         data = None
     error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and {"type", "code"} <= error.keys():
         return body
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
+        return error_event_body(error["message"], status, _ERROR_TYPES.get(status, "api_error"))
     if isinstance(error, str) and error:
         message = error
     else:

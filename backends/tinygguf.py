@@ -67,6 +67,66 @@ def make_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int
     return path
 
 
+# Real architectures' shapes (n_embd, n_layer, n_ff, n_head, n_head_kv): random weights of these
+# shapes decode at the real models' speed (weights' values do not change the work).
+SHAPES = {"llama-3.2-1b": (2048, 16, 8192, 32, 8), "llama-3.2-3b": (3072, 28, 8192, 24, 8)}
+
+
+def make_shaped_llama(path: Path, shape: str | tuple[int, int, int, int, int], *, n_vocab: int = 32000,
+                      n_ctx: int = 131072, seed: int = 0, name: str | None = None) -> Path:
+    """A llama-architecture GGUF of a real model's shape with f16 random weights, written fast:
+    one pool of random numbers is drawn once and every matrix is a (contiguous) view into it at
+    its own offset, so a multi-GB file costs about its write time. Norms are f32 ones. The
+    vocabulary is the tiny one padded with filler pieces to `n_vocab` (a smaller vocabulary than
+    the real model keeps the file small; decode cost is dominated by the blocks)."""
+    import gguf
+
+    n_embd, n_layer, n_ff, n_head, n_head_kv = SHAPES[shape] if isinstance(shape, str) else shape
+    tokens, scores, types = _vocab()
+    if n_vocab < len(tokens):
+        raise ValueError(f"n_vocab must be at least {len(tokens)}")
+    filler = n_vocab - len(tokens)
+    tokens += [f"\u2581w{i}".encode() for i in range(filler)]
+    scores += [-float(len(scores) + i) for i in range(filler)]
+    types += [int(gguf.TokenType.NORMAL)] * filler
+    specs = list(_tensors(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff))
+    biggest = max(int(np.prod(shape)) for _, shape in specs)
+    spare = 1 << 20
+    rng = np.random.default_rng(seed)
+    pool = (rng.standard_normal(biggest + spare, dtype=np.float32) * 0.02).astype(np.float16)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name or path.stem)
+    writer.add_context_length(n_ctx)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_rope_freq_base(500000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_chat_template(CHAT_TEMPLATE)
+    for i, (tensor_name, shape) in enumerate(specs):
+        if len(shape) == 1:
+            writer.add_tensor(tensor_name, np.ones(shape, np.float32))
+            continue
+        offset = (i * 7919) % spare
+        writer.add_tensor(tensor_name, pool[offset:offset + int(np.prod(shape))].reshape(shape))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def _tensors(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: int, n_ff: int):
     kv = n_embd // n_head * n_head_kv
     yield "token_embd.weight", (n_vocab, n_embd)

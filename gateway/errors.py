@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 log = structlog.get_logger("gateway.errors")
 
@@ -101,6 +102,8 @@ def error_response(path: str, status: int, message: str, *, openai_type: str = "
                         content_type="application/json", headers=headers)
 
 
+UNREADABLE_BODY = "request body could not be read: its Content-Encoding or framing does not match its bytes"
+
 _HTTP_MESSAGES = {
     404: "not found",
     405: "method not allowed",
@@ -121,6 +124,8 @@ async def error_middleware(request: web.Request,
             raise
         return error_response(request.path, exc.status, _http_message(request, exc), headers=_kept_headers(exc),
                               openai_type="invalid_request_error" if exc.status < 500 else "api_error")
+    except RequestPayloadError:  # a body streamed by the handler itself (blob uploads) that does not decode
+        return error_response(request.path, 400, UNREADABLE_BODY, openai_type="invalid_request_error")
     except Exception:  # a bug of ours: answer 500, keep serving, and leave a trace
         log.exception("request.unhandled_error", path=request.path, method=request.method)
         return error_response(request.path, 500, "internal gateway error")

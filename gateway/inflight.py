@@ -148,12 +148,15 @@ class InFlight:
         if load_s is not None and load_s > 0.05:  # a real load, not a warm model's bookkeeping
             self._load_s[model] = _ewma(self._load_s.get(model), load_s)
 
-    def record_rate(self, worker: str, model: str, rate: float, slow_factor: float, degraded_s: float) -> None:
+    def record_rate(self, worker: str, model: str, rate: float, slow_factor: float, degraded_s: float,
+                    concurrency: int = 1) -> None:
         """A decode rate far below this worker's own learned rate for the model marks it degraded
-        (a lost GPU decodes at CPU speed) for degraded_s; the learned rate ignores such outliers."""
+        (a lost GPU decodes at CPU speed) for degraded_s; the learned rate ignores such outliers.
+        A batching server splits its speed over the streams it runs (16 streams on an H100 each get
+        about a sixth of one alone), so the verdict weighs the rate by the streams running with it."""
         self._seen_rates[(worker, model)] = (self._clock(), rate)
         learned = self._rates.get((worker, model))
-        if learned is not None and rate < learned / slow_factor:
+        if learned is not None and rate * max(1, concurrency) < learned / slow_factor:
             reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"
             self._slow[worker] = (self._clock() + degraded_s, reason, rate)
             return

@@ -130,10 +130,10 @@ class Proxy:
             if (outcome.queued_s is not None and outcome.service_s and outcome.queued_s < 0.1 * outcome.service_s
                     and (outcome.load_s or 0.0) < 0.05):
                 self._inflight.learn_slots(candidate.worker, plan.model, claim.peers)
-            if outcome.tokens and outcome.eval_s:
+            if outcome.tokens and outcome.tokens >= 4 and outcome.eval_s:  # a token or two time nothing reliably
                 failover = self._holder.current.config.failover
                 self._inflight.record_rate(candidate.worker, plan.model, outcome.tokens / outcome.eval_s,
-                                           failover.slow_decode_factor, failover.degraded_s)
+                                           failover.slow_decode_factor, failover.degraded_s, claim.peers)
         if candidate.loads:
             self._metrics.loads.labels(candidate.worker, plan.model, candidate.reason).inc()
             log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
@@ -146,8 +146,7 @@ class Proxy:
         started = time.monotonic()
         try:
             async with asyncio.timeout(first_byte_s):
-                resp = await self._session.request(call.method, base_url + call.path, data=call.body,
-                                                   headers=call.headers, timeout=timeout)
+                resp = await self._send(call, base_url, timeout)
         except TimeoutError:
             raise AttemptFailed("timeout", f"no answer within {first_byte_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
@@ -158,6 +157,21 @@ class Proxy:
         async with resp:
             return await answer(request, resp, call, outcome, claim, failover, remaining_s,
                                 self._holder.current.config.server.max_stream_s)
+
+    async def _send(self, call: UpstreamCall, base_url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """The request on a pooled connection; once or twice more when that connection turns out closed
+        before any answer (llama-server closes its connection after a streamed answer without saying
+        so, and a connection reused at once fails: "Server disconnected" / "Can not write request body")."""
+        for retry in range(3):
+            try:
+                return await self._session.request(call.method, base_url + call.path, data=call.body,
+                                                   headers=call.headers, timeout=timeout)
+            except aiohttp.ClientConnectorError:
+                raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if retry == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _report_failure(self, worker: str, exc: AttemptFailed) -> None:
         self._metrics.failovers.labels(reason=exc.kind).inc()

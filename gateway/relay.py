@@ -38,7 +38,7 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
     if resp.status in RETRYABLE_STATUS:
         detail = await error_detail(resp)
         raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
-    if resp.content_type in STREAM_TYPES and resp.status == 200:
+    if resp.content_type in STREAM_TYPES and resp.status == 200 and call.whole is None:  # embed/show: one document
         return await _stream(request, resp, call, outcome, claim, failover, first_byte_s, max_stream_s)
     try:
         async with asyncio.timeout(first_byte_s):
@@ -50,7 +50,7 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
     headers = reply_headers(resp, outcome)
     if call.front == "openai":
         body = _openai_whole(call, body, resp.status, outcome, headers)
-    elif resp.status >= 400 and (call.translator or call.whole):
+    elif resp.status >= 400:  # passed-through errors too: a worker's HTML or NDJSON error is no Ollama error
         body, headers["Content-Type"] = _ollama_error(body, resp.status), "application/json"
     elif call.translator or call.whole:
         body = _translate_whole(call, body)
@@ -128,7 +128,8 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
         outcome.outcome = "too_long"  # leaving `async with resp` closes upstream: the GPU slot frees
         await write_quietly(out, _cut_notice(call, str(exc), ends_line))
         return
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        # the last four: a translator reading an event of the wrong shape (`"choices": [1]`)
         outcome.outcome = "cut"
         message = f"worker {outcome.worker} failed mid-stream: {describe(exc)}"
         await write_quietly(out, _cut_notice(call, message, ends_line))
@@ -231,7 +232,8 @@ def _ollama_error(body: bytes, status: int) -> bytes:
         message = error.get("message") if isinstance(error, dict) else error
     except (orjson.JSONDecodeError, AttributeError):
         message = None
-    return orjson.dumps({"error": str(message or f"worker answered {status}")})
+    text = body.decode("utf-8", "replace").strip()[:500] if message is None else ""
+    return orjson.dumps({"error": str(message or text or f"worker answered {status}")})
 
 
 async def error_detail(resp: aiohttp.ClientResponse) -> str:

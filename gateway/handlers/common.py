@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gateway.context import GATEWAY
-from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from gateway.errors import UNREADABLE_BODY, BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.metrics import Metrics, model_label
 from gateway.names import InvalidModelName
 from gateway.proxy import Outcome
@@ -48,6 +49,13 @@ async def read_body(request: web.Request, limit_mib: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit "
                               f"for {request.path}")
+    try:
+        return await _read_within(request, limit, server.body_timeout_s)
+    except RequestPayloadError:
+        raise BadRequest(UNREADABLE_BODY) from None
+
+
+async def _read_within(request: web.Request, limit: int, timeout_s: float) -> bytes:
     if request.content.is_eof():  # the whole body came with the head (most API calls): no timer needed
         body = request.content.read_nowait(-1)
         if len(body) > limit:
@@ -55,14 +63,14 @@ async def read_body(request: web.Request, limit_mib: float) -> bytes:
         return body
     chunks, size = [], 0
     try:
-        async with asyncio.timeout(server.body_timeout_s):
+        async with asyncio.timeout(timeout_s):
             async for chunk in request.content.iter_chunked(64 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"request body is over the {limit} byte limit for {request.path}")
                 chunks.append(chunk)
     except TimeoutError:
-        raise RequestTimeout(f"request body not received within {server.body_timeout_s:g}s") from None
+        raise RequestTimeout(f"request body not received within {timeout_s:g}s") from None
     return b"".join(chunks)
 
 

@@ -112,3 +112,13 @@ def test_the_cpu_tier_takes_what_it_can_finish_and_refuses_the_rest_clearly():
     gone = snapshot(config(("cpu0", "cpu"), extra="[failover]\ncpu_max_expected_s = 10\n"), {"cpu0": probe(disk=[M])})
     refused = choose(gone, InFlight(), M, need=Need(prompt_tokens=0, predict_tokens=5000))
     assert refused.verdict == CPU_REFUSED and "Ask for fewer tokens" in refused.note
+
+
+def test_a_batching_worker_splitting_its_speed_over_many_streams_is_not_degraded():
+    load = InFlight()
+    for _ in range(3):
+        load.record_rate("gpu0", M, 480.0, slow_factor=5, degraded_s=60)
+    load.record_rate("gpu0", M, 74.0, slow_factor=5, degraded_s=60, concurrency=16)
+    assert load.slow_reason("gpu0") is None, "16 streams at 74 tokens/s each is 1,184 in all: a busy GPU"
+    load.record_rate("gpu0", M, 20.0, slow_factor=5, degraded_s=60, concurrency=2)
+    assert "below its usual" in load.slow_reason("gpu0"), "two streams at CPU speed: the GPU is lost"
