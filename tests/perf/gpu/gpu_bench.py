@@ -80,9 +80,9 @@ class Profile:
     margin_s: float  # time kept back for the phases after the one about to start
 
 
-GPU = Profile("gpu", True, gpu_parallel=16, gpu_ctx=16 * 2048, cpu_parallel=2, cpu_ctx=2 * 2048, cpu_threads=4,
+GPU = Profile("gpu", True, gpu_parallel=16, gpu_ctx=16 * 4096, cpu_parallel=2, cpu_ctx=2 * 2048, cpu_threads=4,
               num_predict=150, cap_concurrency=32, cap_s=12, level_s=15, loads=(0.5, 0.8, 0.95), ollama_s=5,
-              s4_conversations=24, s4_turns=4, s4_system_words=400, s4_predict=48, s5_s=18, s5_cpu_s=8,
+              s4_conversations=24, s4_turns=4, s4_system_words=120, s4_predict=48, s5_s=18, s5_cpu_s=8,
               s5_cpu_predict=24, timeout_s=60, margin_s=25)
 SMOKE = Profile("cpu-smoke", False, gpu_parallel=2, gpu_ctx=2 * 2048, cpu_parallel=2, cpu_ctx=2 * 2048,
                 cpu_threads=1, num_predict=150, cap_concurrency=4, cap_s=1.5, level_s=1.2, loads=(0.5, 0.8, 0.95),
