@@ -31,12 +31,13 @@ def _vocab() -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def make_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                    n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, name: str = "tiny") -> Path:
+def _writer(path: Path, name: str, shape: tuple[int, ...], vocab: tuple[list, list, list], file_type,
+            rope_base: float | None = None):
+    """A GGUFWriter with the llama metadata and tokenizer written; the tensors are the caller's."""
     import gguf
 
-    rng = np.random.default_rng(seed)
-    tokens, scores, types = _vocab()
+    n_ctx, n_embd, n_layer, n_ff, n_head, n_head_kv = shape
+    tokens, scores, types = vocab
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_context_length(n_ctx)
@@ -46,8 +47,10 @@ def make_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
     writer.add_rope_dimension_count(n_embd // n_head)
+    if rope_base is not None:
+        writer.add_rope_freq_base(rope_base)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(file_type)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -56,6 +59,17 @@ def make_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
     writer.add_chat_template(CHAT_TEMPLATE)
+    return writer
+
+
+def make_tiny_llama(path: Path, *, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
+                    n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 2048, name: str = "tiny") -> Path:
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    tokens, scores, types = _vocab()
+    writer = _writer(path, name, (n_ctx, n_embd, n_layer, n_ff, n_head, n_head_kv), (tokens, scores, types),
+                     gguf.LlamaFileType.ALL_F32)
     for tensor_name, shape in _tensors(len(tokens), n_embd, n_layer, n_head, n_head_kv, n_ff):
         scale = 1.0 if tensor_name.endswith("norm.weight") else 0.2
         data = np.ones(shape, np.float32) if scale == 1.0 else (rng.standard_normal(shape) * scale).astype(np.float32)
@@ -94,26 +108,8 @@ def make_shaped_llama(path: Path, shape: str | tuple[int, int, int, int, int], *
     spare = 1 << 20
     rng = np.random.default_rng(seed)
     pool = (rng.standard_normal(biggest + spare, dtype=np.float32) * 0.02).astype(np.float16)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(name or path.stem)
-    writer.add_context_length(n_ctx)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_rope_freq_base(500000.0)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores(scores)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    writer.add_unk_token_id(0)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer = _writer(path, name or path.stem, (n_ctx, n_embd, n_layer, n_ff, n_head, n_head_kv),
+                     (tokens, scores, types), gguf.LlamaFileType.MOSTLY_F16, rope_base=500000.0)
     for i, (tensor_name, shape) in enumerate(specs):
         if len(shape) == 1:
             writer.add_tensor(tensor_name, np.ones(shape, np.float32))

@@ -24,7 +24,8 @@ from gateway import state
 from gateway.config import parse_config
 from gateway.inflight import InFlight
 from gateway.router import Need
-from tests.perf.routing_bench import GIB, PROMPT_TOKENS, ModelEntry, Ours, build_fleet, config_toml, summarise
+from tests.perf.routing_bench import (GIB, PROMPT_TOKENS, ModelEntry, Ours, build_fleet, config_toml, fleet_arguments,
+                                      summarise)
 from tests.perf.routing_sim import MODELS, Fleet, Request, mean_service_s, trace
 
 
@@ -126,15 +127,8 @@ def main() -> None:
     add("--replicas", default="1,2,3,4")
     add("--seed", type=int, default=1)
     add("--zipf", default="1.1")
-    add("--gpus", type=int, default=4)
-    add("--vram-gib", type=float, default=48.0, help="per GPU worker")
-    add("--slots", type=int, default=4, help="parallel slots per resident model (OLLAMA_NUM_PARALLEL)")
-    add("--max-loaded", type=int, default=0, help="OLLAMA_MAX_LOADED_MODELS per worker; 0 = VRAM only")
-    add("--bandwidth", type=float, default=2.0, help="GiB/s; a load takes 1 s + size / bandwidth")
-    add("--utilisation", type=float, default=0.65, help="offered load / (GPUs x slots) at the mean service time")
+    fleet_arguments(add)
     add("--probe-s", type=float, default=2.0, help="each replica's probe interval")
-    add("--shift-s", type=float, default=600.0)
-    add("--burst-every-s", type=float, default=180.0)
     add("--json", default="tests/perf/results/replicas-bench.json")
     args = parser.parse_args()
     rate = args.utilisation * args.gpus * args.slots / mean_service_s(MODELS)

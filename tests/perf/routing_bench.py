@@ -257,21 +257,26 @@ def print_table(s: float, rows: list[dict], rate: float) -> None:
               f"{100 * r['cpu_share']:5.1f}% {r['avoidable_loads']:9d} {r.get('would_be_503', '-'):>6}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--requests", type=int, default=20000)
-    add("--seed", type=int, default=1)
-    add("--zipf", default="0.9,1.1,1.3")
+def fleet_arguments(add) -> None:
+    """The simulated fleet and trace, shared with tests/perf/replicas_bench.py."""
     add("--gpus", type=int, default=4)
     add("--vram-gib", type=float, default=48.0, help="per GPU worker")
     add("--slots", type=int, default=4, help="parallel slots per resident model (OLLAMA_NUM_PARALLEL)")
     add("--max-loaded", type=int, default=0, help="OLLAMA_MAX_LOADED_MODELS per worker; 0 = VRAM only")
     add("--bandwidth", type=float, default=2.0, help="GiB/s; a load takes 1 s + size / bandwidth")
     add("--utilisation", type=float, default=0.65, help="offered load / (GPUs x slots) at the mean service time")
-    add("--probe-s", type=float, default=2.0, help="probe interval for ours; ours is also run on exact state")
     add("--shift-s", type=float, default=600.0, help="popularity re-shuffled this often")
     add("--burst-every-s", type=float, default=180.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--requests", type=int, default=20000)
+    add("--seed", type=int, default=1)
+    add("--zipf", default="0.9,1.1,1.3")
+    fleet_arguments(add)
+    add("--probe-s", type=float, default=2.0, help="probe interval for ours; ours is also run on exact state")
     add("--json", default="out/routing-bench.json")
     args = parser.parse_args()
     rate = args.utilisation * args.gpus * args.slots / mean_service_s(MODELS)
