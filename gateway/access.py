@@ -127,7 +127,6 @@ ACCESS = web.AppKey("access", Access)
 async def access_middleware(request: web.Request,
                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     from gateway.context import GATEWAY  # the context imports handlers; import at call time
-    from gateway.handlers.common import body_endpoint
 
     gw = request.app[GATEWAY]
     path = request.path
@@ -141,7 +140,7 @@ async def access_middleware(request: web.Request,
     try:
         client = access.identify(gw.holder.current.config, request)
     except Unauthorized as exc:
-        gw.metrics.requests.labels(body_endpoint(path), "none", "none", "unauthorized").inc()
+        gw.metrics.requests.labels(_endpoint_label(request), "none", "none", "unauthorized").inc()
         log.info("request.refused", path=path, reason="unauthorized", error=exc.message)
         raise
     if client is None:
@@ -152,10 +151,19 @@ async def access_middleware(request: web.Request,
         access.enter(client)
     except (Forbidden, TooManyRequests) as exc:  # refused before any handler could count it
         reason = "rate_limited" if isinstance(exc, TooManyRequests) else "forbidden"
-        gw.metrics.requests.labels(body_endpoint(path), "none", "none", reason).inc()
+        gw.metrics.requests.labels(_endpoint_label(request), "none", "none", reason).inc()
         log.info("request.refused", client=client.name, path=path, reason=reason, error=exc.message)
         raise
     try:
         return await handler(request)
     finally:
         access.leave(client)
+
+
+def _endpoint_label(request: web.Request) -> str:
+    """The metrics label of a refused request: its route, never the raw path (client input, unbounded)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "unknown"
+    path = resource.canonical
+    return path if path.startswith("/v1/") else path.removeprefix("/api/")

@@ -43,11 +43,12 @@ class Admission:
 
     async def admit(self, model: str, plan: Callable[[], Plan], timeout_s: float, max_queue: int,
                     retry_after_s: int) -> Plan:
-        queue = self._queues.setdefault(model, deque())
+        queue = self._queues.get(model)
         if not queue:
             first = plan()
             if first.verdict != QUEUE:
-                return first
+                return first  # no queue entry for a request that never waits (model names are client input)
+            queue = self._queues.setdefault(model, deque())
         if len(queue) >= max_queue:
             raise NoCapacity(f"every worker serving {model!r} is busy and {len(queue)} requests are already "
                              f"waiting (max_queue {max_queue})", retry_after_s)
@@ -63,6 +64,8 @@ class Admission:
             queue.remove(ticket)
             if queue:
                 queue[0].set()
+            elif self._queues.get(model) is queue:
+                del self._queues[model]  # an empty queue is no queue: the table stays as small as the waits
 
     @staticmethod
     async def _wait_turn(queue: deque[asyncio.Event], ticket: asyncio.Event, plan: Callable[[], Plan]) -> Plan:

@@ -53,10 +53,10 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             data.pop("name", None)
             body = orjson.dumps(data)
         outcome.session = session_key(request, data, snap.config.routing.affinity)
-        gw.inflight.requested(model, gw.clock())
         plan = await plan_for(gw, model, outcome.session, Need(len(body) // 4, asked.predict))
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked.model)
+        gw.inflight.requested(model, gw.clock())  # demand the warmer follows; only for models the fleet has
         if plan.verdict == CPU_REFUSED:
             raise NoCapacity(plan.note, snap.config.server.retry_after_s)
         front = FrontRequest(asked.endpoint, request.path, body, data, model, api)

@@ -84,3 +84,18 @@ async def test_model_labels_stay_bounded_whatever_clients_send(start_fleet):
     samples = await scrape(fleet)
     models = {m for k in samples for m in re.findall(r'model="([^"]*)"', k)}
     assert not any(m.startswith("made-up") for m in models) and "other" in models
+    assert fleet.gateway.admission.depths() == {} and not fleet.gateway.admission._queues, "no queue per name"
+    assert not any(m.startswith("made-up") for m in fleet.gateway.inflight.demand()), "no demand for names"
+
+
+async def test_refusals_at_random_paths_keep_endpoint_labels_bounded(start_fleet):
+    key = "k" * 24
+    from gateway.access import hash_key
+
+    fleet = await start_fleet(WorkerSpec("gpu0"), config_extra=f'[[clients]]\nname = "a"\nkey_sha256 = "{hash_key(key)}"\n')
+    for i in range(10):
+        async with fleet.post(f"/api/nothing-{i}", {}) as resp:
+            assert resp.status == 401
+    samples = await scrape(fleet)
+    endpoints = {m for k in samples for m in re.findall(r'endpoint="([^"]*)"', k)}
+    assert endpoints == {"unknown"}, endpoints
