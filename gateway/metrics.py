@@ -94,6 +94,8 @@ class _FleetCollector(Collector):
         snap, counts = self._current(), self._inflight()
         yield from self._workers(snap, counts)
         yield self._queue_depths(snap)
+        yield GaugeMetricFamily("beacon_admission_max_queue", "[admission] max_queue: past it a model's requests get 503",
+                                value=float(snap.config.admission.max_queue))
         yield from _gpus(snap)
 
     def _workers(self, snap: Snapshot, counts: Mapping[str, int]) -> Iterator[GaugeMetricFamily]:
