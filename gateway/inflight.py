@@ -8,7 +8,7 @@ decrement. The router and the warmer read this through the `Load` view; only req
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +39,7 @@ class InFlight:
         self._service_s: dict[str, float] = {}
         self._load_s: dict[str, float] = {}
         self._evicted: dict[tuple[str, str], float] = {}
-        self._sessions: OrderedDict[str, str] = OrderedDict()
+        self._sessions: dict[str, str] = {}  # insertion-ordered: oldest first (a plain dict is a third smaller)
         self._max_sessions = max_sessions
 
     # -- reads (the router's and warmer's view) ------------------------------------------
@@ -166,10 +166,10 @@ class InFlight:
     def remember_session(self, key: str | None, worker: str) -> None:
         if not key:
             return
+        self._sessions.pop(key, None)  # re-inserted last: the most recently used
         self._sessions[key] = worker
-        self._sessions.move_to_end(key)
         if len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
+            del self._sessions[next(iter(self._sessions))]
 
 
 class Claim:

@@ -83,8 +83,8 @@ async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> 
 def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
     """One conversation's key: the client's X-Session-Id, else its system prompt and first user turn."""
     header = request.headers.get("X-Session-Id")
-    if header:
-        return "h:" + header[:256]
+    if header:  # hashed like the rest: every key is 16 characters, whatever the client sends
+        return hashlib.blake2b(b"h\x00" + header.encode("utf-8", "replace"), digest_size=8).hexdigest()
     if not affinity:
         return None
     messages = data.get("messages")
@@ -95,5 +95,5 @@ def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
         system, first = data.get("system", ""), str(data.get("prompt", ""))[:1024]
     if not system and not first:
         return None
-    text = f"{system}\x00{first}".encode("utf-8", "replace")
-    return "p:" + hashlib.blake2b(text, digest_size=8).hexdigest()
+    text = f"p\x00{system}\x00{first}".encode("utf-8", "replace")
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
