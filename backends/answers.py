@@ -16,6 +16,10 @@ import orjson
 
 from backends.streams import NdjsonSplitter, error_line
 
+# What reading an answer of the wrong shape raises (`"choices": [1]`, a list where an object was due):
+# the relay treats these as a malformed answer from the worker, never as a gateway error.
+MALFORMED = (ValueError, AttributeError, TypeError, KeyError, IndexError)
+
 _DONE_REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "eos": "stop", "word": "stop",
                  "limit": "length", "function_call": "stop"}
 

@@ -91,8 +91,6 @@ class Access:
     def leave(self, client: ClientConfig) -> None:
         self._inflight[client.name] -= 1
 
-    def inflight(self, name: str) -> int:
-        return self._inflight.get(name, 0)
 
 
 def allow_model(request: web.Request, model: str) -> None:

@@ -201,9 +201,7 @@ def whole_answer_tokens(front: FrontRequest, default: int) -> int | None:
 def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None) -> UpstreamCall:
     """The request as this worker's kind takes it, under the worker's own id for the model. The
     client's own Authorization goes on only to a worker configured to receive it."""
-    entry = worker.models.get(front.model) or worker.resident.get(front.model)
-    model_id = (entry.upstream_id or entry.name) if entry else front.model
-    call = for_kind(worker.config.kind).prepare(front, model_id)
+    call = for_kind(worker.config.kind).prepare(front, worker.upstream_id(front.model))
     call.headers.setdefault("Content-Type", "application/json")
     call.headers["X-Request-ID"] = request_id
     if client_auth and worker.config.forward_client_auth:

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from backends import openai_front
+from backends.answers import MALFORMED
 from backends.base import UpstreamCall
 from backends.streams import error_line
 from gateway.inflight import Claim
@@ -78,7 +79,7 @@ def _take_usage(usage: openai_front.Usage | None, outcome) -> None:
 def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
     try:
         return call.translator.whole(body) if call.translator else call.whole(body)
-    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+    except MALFORMED as exc:
         raise AttemptFailed("malformed", f"answer could not be read: {describe(exc)}") from None
 
 
@@ -111,14 +112,14 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
     try:
         with watchdog:
             while chunk:
-                data = translator.feed(chunk) if translator else chunk
+                data = _translated(translator.feed, chunk) if translator else chunk
                 if data:
                     await out.write(data)
                     ends_line = data.endswith(b"\n")
                     prev, last = last, data  # the final line may straddle two chunks
                 watchdog.fed()
                 chunk = await resp.content.readany()
-        if translator and (tail := translator.end()):
+        if translator and (tail := _translated(translator.end)):
             await out.write(tail)
             prev, last = last, tail
     except ConnectionResetError:
@@ -128,8 +129,7 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
         outcome.outcome = "too_long"  # leaving `async with resp` closes upstream: the GPU slot frees
         await write_quietly(out, _cut_notice(call, str(exc), ends_line))
         return
-    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
-        # the last four: a translator reading an event of the wrong shape (`"choices": [1]`)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         outcome.outcome = "cut"
         message = f"worker {outcome.worker} failed mid-stream: {describe(exc)}"
         await write_quietly(out, _cut_notice(call, message, ends_line))
@@ -144,6 +144,15 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
         read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
     outcome.outcome = "ok"
     await write_quietly(out, b"", eof=True)
+
+
+def _translated(step, *chunk: bytes) -> bytes:
+    """A translator step; an event of the wrong shape is the worker's malformed answer (ValueError),
+    while errors of the relay's own code around it stay what they are."""
+    try:
+        return step(*chunk)
+    except MALFORMED as exc:
+        raise ValueError(f"malformed event: {describe(exc)}") from None
 
 
 class _Watchdog:

@@ -97,6 +97,11 @@ class WorkerView:
             return "degraded"
         return self.state
 
+    def upstream_id(self, model: str) -> str:
+        """The id this worker knows the model by (llama.cpp aliases, OpenAI ids); its own name otherwise."""
+        entry = self.models.get(model) or self.resident.get(model)
+        return (entry.upstream_id or entry.name) if entry else model
+
     def has(self, model: str) -> bool:
         return model in self.models or model in self.resident
 

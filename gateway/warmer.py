@@ -100,11 +100,6 @@ def expires_at(text: str | None) -> float | None:
         return None
 
 
-def _upstream_id(worker, model: str) -> str:
-    entry = worker.models.get(model) or worker.resident.get(model)
-    return (entry.upstream_id or entry.name) if entry else model
-
-
 class Warmer:
     """Runs plan_warmups every `[warmer] interval_s`, a bounded number of warm-ups at once."""
 
@@ -132,7 +127,7 @@ class Warmer:
             return
         async with gate:
             try:
-                model_id = _upstream_id(worker, warmup.model)
+                model_id = worker.upstream_id(warmup.model)
                 await for_kind(worker.config.kind).warm(self._session, worker.url, model_id, warmup.keep_alive,
                                                          snap.config.failover.first_byte_timeout_s,
                                                          headers=worker.config.auth_headers())

@@ -79,8 +79,6 @@ def _set_drain(request: web.Request, drained: bool) -> web.Response:
     if drained != worker.drained:
         log.warning("worker.drained" if drained else "worker.undrained", worker=worker.name,
                     inflight=gw.inflight.get(worker.name))
-    if not drained:
-        gw.admission.wake_all()  # waiting requests may go there now
     after = snap.workers[worker.name]
     inflight = gw.inflight.get(worker.name)
     return web.json_response({"worker": worker.name, "drained": after.drained, "inflight": inflight,
@@ -109,12 +107,11 @@ async def _model_action(request: web.Request, action: str) -> web.Response:
     worker = _worker(gw, request)
     data = parse_object(await read_body(request, 1))
     model = resolve(gw.holder.current, model_field(data))
-    entry = worker.models.get(model) or worker.resident.get(model)
-    if entry is None and action == "unload":
+    if not worker.has(model) and action == "unload":
         raise NotFound(f"{model!r} is not on worker {worker.name}")
-    if entry is None and worker.up:
+    if not worker.has(model) and worker.up:
         raise NotFound(f"{model!r} is not on worker {worker.name}: pull it there first")
-    model_id = (entry.upstream_id or entry.name) if entry else model
+    model_id = worker.upstream_id(model)
     backend, timeout_s = for_kind(worker.config.kind), gw.holder.current.config.failover.first_byte_timeout_s
     try:
         if action == "warm":
@@ -128,7 +125,7 @@ async def _model_action(request: web.Request, action: str) -> web.Response:
         raise UpstreamFailed(f"{action} of {model} on {worker.name} failed: {type(exc).__name__}: {exc}") from None
     if action == "warm":
         gw.metrics.loads.labels(worker.name, model, "admin").inc()
-    log.info(f"model.{action}ed" if action == "warm" else "model.unloaded", worker=worker.name, model=model,
+    log.info(f"model.{action}ed", worker=worker.name, model=model,
              source="admin API")
     await gw.prober.refresh({worker.name})
     after = gw.holder.current.workers.get(worker.name)
