@@ -13,6 +13,7 @@ import time
 import aiohttp
 
 from tests.perf.hop_upstream import CHUNKS, MODEL
+from tests.perf.procs import pct
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -73,11 +74,6 @@ async def run_streams(url: str, sse: bool, concurrency: int, seconds: float) -> 
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 def s2_streams(paths: dict[str, str], procs, concurrencies: tuple[int, ...], seconds: float) -> dict:
     """Streams need the paced upstream: restart every path in front of it."""
     from tests.perf.hop_bench import Procs, start_paths
@@ -119,9 +115,9 @@ def _compare(paths: dict[str, str], pids: dict[str, int], sse: bool, concurrency
         rows[name] = {"chunks_per_s": round(out["chunks"] / seconds), "streams": out["streams"],
                       "cpu_share": round(cpu / seconds, 3),
                       "cpu_us_per_chunk": round(1e6 * cpu / out["chunks"], 1) if out["chunks"] and cpu else None,
-                      "ttfc_p50_ms": round(1000 * pct(out["ttfc"], 0.5), 2),
-                      "ttfc_p99_ms": round(1000 * pct(out["ttfc"], 0.99), 2),
-                      "gap_p99_ms": round(1000 * pct(out["gaps"], 0.99), 2)}
+                      "ttfc_p50_ms": round(1000 * (pct(out["ttfc"], 0.5) or 0.0), 2),
+                      "ttfc_p99_ms": round(1000 * (pct(out["ttfc"], 0.99) or 0.0), 2),
+                      "gap_p99_ms": round(1000 * (pct(out["gaps"], 0.99) or 0.0), 2)}
     direct = rows["direct"]
     for row in rows.values():
         row["added_ttfc_p50_ms"] = round(row["ttfc_p50_ms"] - direct["ttfc_p50_ms"], 2)

@@ -31,8 +31,9 @@ def pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
-def wait_http(url: str, seconds: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Until `url` answers anything HTTP; fails at once when `proc` has exited."""
+def wait_http(url: str, seconds: float = 30.0, proc: subprocess.Popen | None = None, ready: bool = False) -> None:
+    """Until `url` answers anything HTTP (with `ready`, a 2xx: /health says ready); fails at once
+    when `proc` has exited."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
@@ -41,7 +42,9 @@ def wait_http(url: str, seconds: float = 30.0, proc: subprocess.Popen | None = N
             with urllib.request.urlopen(url, timeout=1):
                 return
         except urllib.error.HTTPError:
-            return  # it answered, with a status we do not care about here
+            if not ready:
+                return  # it answered, with a status we do not care about here
+            time.sleep(0.1)
         except OSError:  # not up yet
             time.sleep(0.1)
     raise RuntimeError(f"{url} never answered")

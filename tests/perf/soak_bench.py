@@ -269,24 +269,13 @@ class Fleet:
         self.gateway = self.procs.python(["-m", "gateway", "serve", "--config", str(self.procs.tmp / "soak.toml"),
                                           "--listen", f"127.0.0.1:{self.port}"], "gateway")
         wait_http(f"http://127.0.0.1:{self.port}/health/live", proc=self.gateway)
-        wait_ready(f"http://127.0.0.1:{self.port}/health")
+        wait_http(f"http://127.0.0.1:{self.port}/health", ready=True)
 
     async def restart(self, name: str, down_s: float) -> None:
         self.kills.append((name, time.monotonic()))
         await asyncio.to_thread(Procs.kill, self.running[name])
         await asyncio.sleep(down_s)
         await asyncio.to_thread(self.start_worker, name)
-
-
-def wait_ready(url: str, seconds: float = 30.0) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return  # 200: ready
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} never became ready")
 
 
 def upstream_sockets(pid: int, worker_ports: set[int]) -> int:

@@ -3,8 +3,8 @@ comparisons, goal checks, cache-reuse share and nvidia-smi parsing say what the 
 
 from __future__ import annotations
 
-from tests.perf.gpu.gpu_bench import (GPU, SMOKE, Call, WorkerSpec, compare, gateway_config, parse_smi, planned_s,
-                                      render, reuse, s6_goals, scaled, summarise)
+from tests.perf.gpu.plan import (GPU, SMOKE, Call, WorkerSpec, compare, gateway_config, parse_smi, planned_s,
+                                 render, reuse, s6_goals, scaled, summarise)
 
 from gateway.config import parse_config
 
