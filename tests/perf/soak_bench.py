@@ -3,7 +3,7 @@ process on 127.0.0.1, then a bounded run of mixed traffic with GPU workers kille
 on the same port (evenly over the run: traffic waits at a restart point until the previous restart
 has finished, so fast traffic cannot outrun them); every request is accounted for, and the
 gateway's memory, descriptors and asyncio tasks are compared between a post-warm-up baseline and
-the end.
+the end. The bookkeeping that classifies each request is tests/perf/soak_accounting.py.
 
     python -m tests.perf.soak_bench [--requests 10000] [--concurrency 32] [--seed 1]
                                     [--json tests/perf/results/soak-bench.json]
@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.perf.procs import Procs, free_port, pct, wait_http
+from tests.perf.soak_accounting import STREAMS, account, body_valid, classify, is_json_error, note_line
 
 CHAT_MODEL, EMBED_MODEL = "llama3.2:1b", "nomic-embed-text:latest"
 SIM_MODELS = f"{CHAT_MODEL}=1.3GiB,{EMBED_MODEL}=0.3GiB"
@@ -37,9 +38,6 @@ KINDS = {  # kind: weight in the mix (percent)
     "chat_stream": 18, "generate_stream": 12, "chat": 9, "generate": 8, "embed": 10, "openai_stream": 12,
     "openai": 8, "tags": 4, "ps": 4, "disconnect": 7, "unknown_model": 4, "bad_json": 4,
 }
-STREAMS = {"chat_stream": "ndjson", "generate_stream": "ndjson", "openai_stream": "sse", "disconnect": "ndjson"}
-EXPECTED_REFUSAL = {"unknown_model": 404, "bad_json": 400}
-OUTCOMES = ("completed", "refused", "cut", "disconnected", "lost")
 CONFIG = """
 [models."llama3.2:1b"]
 keep_warm = 3
@@ -57,82 +55,6 @@ consecutive_failures = 3
 eject_s = 3
 """
 METRICS = ("process_resident_memory_bytes", "process_open_fds", "beacon_event_loop_tasks")
-
-
-# ---- accounting (pure; tests/unit/test_soak_accounting.py) ---------------------------------------
-
-def body_valid(kind: str, body: bytes) -> bool:
-    """A whole (non-stream) 200 answer carries what its kind promises."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    if not isinstance(data, dict):
-        return False
-    if kind in ("chat", "generate"):
-        return data.get("done") is True
-    if kind == "embed":
-        return bool(data.get("embeddings"))
-    if kind == "openai":
-        return bool(data.get("choices"))
-    if kind in ("tags", "ps"):
-        return isinstance(data.get("models"), list)
-    return False
-
-
-def is_json_error(body: bytes) -> bool:
-    try:
-        return isinstance(json.loads(body), dict) and "error" in json.loads(body)
-    except ValueError:
-        return False
-
-
-def classify(rec: dict, kills: list[tuple[str, float]]) -> tuple[str, str]:
-    """One finished request -> (outcome, why). `kills` are (worker, monotonic time of the kill -9)."""
-    kind, status = rec["kind"], rec.get("status")
-    if rec.get("exc"):
-        return "lost", f"client saw {rec['exc']}"
-    if kind in EXPECTED_REFUSAL:
-        if status == EXPECTED_REFUSAL[kind] and rec.get("json_error"):
-            return "refused", f"{status} as expected"
-        if not (status == 503 and rec.get("json_error")):
-            return "lost", f"expected {EXPECTED_REFUSAL[kind]} with a JSON error, got {status}"
-    if status is not None and (400 <= status < 500 or status == 503):
-        return ("refused", f"{status}") if rec.get("json_error") else ("lost", f"{status} without a JSON error body")
-    if status != 200:
-        return "lost", f"status {status}"
-    if kind == "disconnect" and rec.get("disconnected"):
-        return "disconnected", "closed after one chunk"
-    if kind not in STREAMS:
-        return ("completed", "ok") if rec.get("valid") else ("lost", "200 with an unexpected body")
-    if rec.get("done"):
-        return "completed", "ok"
-    if rec.get("error_line"):
-        killed = any(w == rec.get("worker") and rec["started"] <= t <= rec["ended"] for w, t in kills)
-        if killed and rec.get("first_byte") is not None:
-            return "cut", f"its worker {rec.get('worker')} was killed mid-stream"
-        return "lost", f"stream cut by {rec.get('worker')} with no kill of it in flight"
-    return "lost", "stream ended without done and without an error"
-
-
-def account(records: list[dict], sent: int, kills: list[tuple[str, float]]) -> dict:
-    """Counts per outcome (overall and per kind), the lost ones in detail, and whether the outcomes add
-    up to `sent`: a request that left no record at all is lost too."""
-    counts = dict.fromkeys(OUTCOMES, 0)
-    by_kind: dict[str, dict[str, int]] = {}
-    lost = []
-    for rec in records:
-        outcome, why = classify(rec, kills)
-        counts[outcome] += 1
-        by_kind.setdefault(rec["kind"], dict.fromkeys(OUTCOMES, 0))[outcome] += 1
-        if outcome == "lost":
-            lost.append({k: rec.get(k) for k in ("i", "kind", "status", "worker", "exc", "last")} | {"why": why})
-    missing = sent - len(records)
-    if missing > 0:
-        counts["lost"] += missing
-        lost.append({"why": f"{missing} request(s) sent but never recorded"})
-    return {"sent": sent, **counts, "balanced": sum(counts.values()) == sent and missing >= 0,
-            "by_kind": by_kind, "lost_details": lost}
 
 
 # ---- traffic -------------------------------------------------------------------------------------
@@ -160,26 +82,6 @@ def request_for(kind: str, rng: random.Random, prompts: int = 0) -> tuple[str, s
     if kind == "unknown_model":
         return "POST", "/api/generate", json.dumps({"model": "no-such-model:7b", "prompt": prompt}).encode()
     return "POST", "/api/chat", b'{"model": "llama3.2:1b", "messages": ['  # bad_json
-
-
-def note_line(rec: dict, line: bytes, sse: bool) -> None:
-    """Remember how a stream ends: done (or [DONE]) vs an error line/event."""
-    line = line.strip()
-    if not line or (sse and not line.startswith(b"data:")):
-        return
-    payload = line[5:].strip() if sse else line
-    rec["last"] = payload[:200].decode("utf-8", "replace")
-    if sse and payload == b"[DONE]":
-        rec["done"] = True
-        return
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return
-    if isinstance(data, dict) and "error" in data:
-        rec["error_line"] = True
-    elif isinstance(data, dict) and data.get("done") is True and not sse:
-        rec["done"] = True
 
 
 async def one_request(http: aiohttp.ClientSession, base: str, i: int, kind: str, rng: random.Random,

@@ -3,7 +3,7 @@ cut counts as such only while its worker was being killed, and the outcomes add 
 
 from __future__ import annotations
 
-from tests.perf.soak_bench import account, body_valid, classify, is_json_error, note_line
+from tests.perf.soak_accounting import account, body_valid, classify, is_json_error, note_line
 
 KILLS = [("gpu0", 10.0)]
 
