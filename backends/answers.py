@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from backends.streams import NdjsonSplitter, error_line
+from backends.upstream import worker_json
 
 # What reading an answer of the wrong shape raises (`"choices": [1]`, a list where an object was due):
 # the relay treats these as a malformed answer from the worker, never as a gateway error.
@@ -30,9 +31,9 @@ def now_iso() -> str:
 
 def loads_lenient(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        return worker_json(raw)
     except orjson.JSONDecodeError:
-        return orjson.loads(raw.decode("utf-8", "replace"))  # a worker emitted raw invalid UTF-8
+        return worker_json(raw.decode("utf-8", "replace"))  # a worker emitted raw invalid UTF-8
 
 
 def final_fields(timings: dict | None, usage: dict | None, reason: str | None, started: float) -> dict[str, Any]:

@@ -79,20 +79,25 @@ class UpstreamCall:
 
 
 class Backend(Protocol):
+    """Every call reads at most `max_bytes` of any one answer ([health] max_probe_kib) and follows
+    no redirect (backends.upstream): a worker is trusted for tokens, not for control."""
+
     kind: str
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
-                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe: ...
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                    max_bytes: int = ...) -> Probe: ...
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float,
-                   headers: Mapping[str, str] | None = None) -> None: ...
+                   headers: Mapping[str, str] | None = None, max_bytes: int = ...) -> None: ...
 
     async def shape(self, session: aiohttp.ClientSession, url: str, model: str,
-                    timeout_s: float) -> ModelShape | None: ...
+                    timeout_s: float, max_bytes: int = ...,
+                    headers: Mapping[str, str] | None = None) -> ModelShape | None: ...
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
-                     headers: Mapping[str, str] | None = None) -> None:
+                     headers: Mapping[str, str] | None = None, max_bytes: int = ...) -> None:
         """Free the model's memory now; raises Unsupported where the worker cannot."""
 
 

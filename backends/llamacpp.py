@@ -20,6 +20,7 @@ from backends.base import FrontRequest, ModelEntry, Probe, ResidentModel, Upstre
 from backends.ollama import describe_error
 from backends.openai_compat import OpenAIBackend, get_json, ollama_name, show_answer, tags_entry
 from backends.translate import Unsupported
+from backends.upstream import PROBE_MAX_BYTES, error_text, worker_json
 
 _LOAD_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohttp.ClientConnectionError})
 
@@ -29,28 +30,29 @@ class LlamaCppBackend(OpenAIBackend):
     native_raw = True
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
-                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe:
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                    max_bytes: int = PROBE_MAX_BYTES) -> Probe:
         started = time.perf_counter()
         try:
             health, (router_status, router) = await asyncio.gather(
-                get_json(session, f"{url}/health", timeout_s, headers),
-                get_json(session, f"{url}/models", timeout_s, headers))
+                get_json(session, f"{url}/health", timeout_s, headers, max_bytes),
+                get_json(session, f"{url}/models", timeout_s, headers, max_bytes))
             if health[0] != 200:
                 return Probe(ok=False, error=_health_error(health), latency_s=time.perf_counter() - started)
             listed = router.get("data") if router_status == 200 and isinstance(router, dict) else None
             if isinstance(listed, list) and any(isinstance(m, dict) and "status" in m for m in listed):
                 probe = self._router_probe(names, listed)  # router mode: every model has a status
             else:
-                probe = await self._single_probe(session, url, timeout_s, headers, names)
+                probe = await self._single_probe(session, url, timeout_s, headers, names, max_bytes)
         except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
             return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
         return Probe(**{**probe, "latency_s": time.perf_counter() - started})
 
-    async def _single_probe(self, session, url, timeout_s, headers, names) -> dict[str, Any]:
+    async def _single_probe(self, session, url, timeout_s, headers, names, max_bytes) -> dict[str, Any]:
         (status, listing), (_, props), (slots_status, slots) = await asyncio.gather(
-            get_json(session, f"{url}/v1/models", timeout_s, headers),
-            get_json(session, f"{url}/props", timeout_s, headers),
-            get_json(session, f"{url}/slots", timeout_s, headers))
+            get_json(session, f"{url}/v1/models", timeout_s, headers, max_bytes),
+            get_json(session, f"{url}/props", timeout_s, headers, max_bytes),
+            get_json(session, f"{url}/slots", timeout_s, headers, max_bytes))
         if status != 200 or not isinstance(listing, dict):
             raise ValueError(f"GET /v1/models answered {status}")
         entries = [_entry(item, names) for item in listing.get("data") or () if isinstance(item, dict)]
@@ -77,32 +79,33 @@ class LlamaCppBackend(OpenAIBackend):
 
     def show_call(self, front: FrontRequest, model_id: str) -> UpstreamCall:
         def whole(body: bytes) -> bytes:
-            props = orjson.loads(body) if body else {}
+            props = worker_json(body) if body else {}
             return orjson.dumps(show_answer(front.model, props if isinstance(props, dict) else {}, model_id))
 
         return UpstreamCall("GET", f"/props?model={model_id}", None, whole=whole)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str, keep_alive, timeout_s: float,
-                   headers: Mapping[str, str] | None = None) -> None:
-        """Router mode: ask the server to load the model. A single-model server has it loaded already."""
+                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
+        """Router mode: ask the server to load the model. A single-model server has it loaded already.
+        The answer's body is never read beyond an error's first bytes."""
         client = RetryClient(client_session=session, retry_options=_LOAD_RETRY)
         async with client.post(f"{url}/models/load", data=orjson.dumps({"model": model}), headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                               timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False) as resp:
             if resp.status == 404:
                 return  # single-model mode has no /models/load: nothing to warm
             if resp.status >= 400:
-                raise ValueError(f"/models/load {model} answered {resp.status}: {(await resp.read())[:200]!r}")
+                raise ValueError(f"/models/load {model} answered {resp.status}: {await error_text(resp)!r}")
 
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
-                     headers: Mapping[str, str] | None = None) -> None:
+                     headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
         """Router mode unloads on request; a single-model server holds its one model for life."""
         async with session.post(f"{url}/models/unload", data=orjson.dumps({"model": model}), headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                                timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False) as resp:
             if resp.status == 404:
                 raise Unsupported("a single-model llama-server cannot unload its model (only router mode can)")
             if resp.status >= 400:
-                raise ValueError(f"/models/unload {model} answered {resp.status}: {(await resp.read())[:200]!r}")
+                raise ValueError(f"/models/unload {model} answered {resp.status}: {await error_text(resp)!r}")
 
 
 def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEntry:
@@ -145,5 +148,5 @@ def _health_error(health: tuple[int, Any]) -> str:
     status, body = health
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return f"/health answered {status}" + (f": {message}" if message else "")
+    return f"/health answered {status}" + (f": {str(message)[:200]}" if message else "")
 

@@ -1,6 +1,8 @@
 """Starting real llama-server processes (tests and the demo): find the binary, pick a port,
-wait until ready. The binary comes from BEACON_LLAMA_SERVER or the cache that
-`.ci/build-llama-server` fills; None when neither has one.
+wait until ready, stop it. The binary comes from BEACON_LLAMA_SERVER or the cache that
+`.ci/build-llama-server` fills; None when neither has one. A server that fails to get ready, or
+whose start is cancelled, is killed and reaped before the error leaves start_server: no caller
+is left holding a process it never got.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class LlamaServer:
         if self.process.returncode is None:
             self.process.kill()
 
+    async def close(self) -> None:
+        """Kill the process and wait until it is gone (reaped: no zombie, no port held)."""
+        self.kill()
+        await self.process.wait()
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGSTOP)
 
@@ -70,7 +77,11 @@ async def start_server(exe: Path, log_dir: Path, *, model: Path | None = None, m
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log, env=env)
     server = LlamaServer(f"http://127.0.0.1:{port}", process, log_path)
-    await _wait_ready(server, ready_s)
+    try:
+        await _wait_ready(server, ready_s)
+    except BaseException:  # not ready, or the caller was cancelled (Ctrl-C) while it started
+        await asyncio.shield(server.close())
+        raise
     return server
 
 
@@ -86,5 +97,4 @@ async def _wait_ready(server: LlamaServer, seconds: float = 60.0) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-    server.kill()
     raise RuntimeError(f"llama-server never became ready:\n{server.log_tail()}")

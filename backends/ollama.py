@@ -7,6 +7,7 @@ only reads what a worker says about itself. It knows nothing about routing or he
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
+from yarl import URL
 
 from backends import openai_front
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
+from backends.upstream import PROBE_MAX_BYTES, describe, error_text, read_capped, worker_json
 
 # A pooled keep-alive connection the worker already closed shows up as a disconnect on
 # first use; one quick retry absorbs that without hiding a worker that is really down.
@@ -33,26 +36,41 @@ class OllamaBackend:
     kind = "ollama"
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
-                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe:
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                    max_bytes: int = PROBE_MAX_BYTES) -> Probe:
         started = time.perf_counter()
         client = RetryClient(client_session=session, retry_options=_PROBE_RETRY)
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             tags, ps, version = await asyncio.gather(
-                _get_json(client, f"{url}/api/tags", timeout, headers),
-                _get_json(client, f"{url}/api/ps", timeout, headers),
-                _get_json(client, f"{url}/api/version", timeout, headers),
+                _get_json(client, url, "/api/tags", timeout, headers, max_bytes),
+                _get_json(client, url, "/api/ps", timeout, headers, max_bytes),
+                _get_json(client, url, "/api/version", timeout, headers, max_bytes),
             )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
         return Probe(
             ok=True,
-            version=str(version.get("version") or "") or None,
+            version=str(version.get("version") or "")[:64] or None,  # shown to clients: a worker's word, bounded
             models=parse_tags(tags),
             resident=parse_ps(ps),
             latency_s=time.perf_counter() - started,
         )
 
+    async def probe_resident(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
+                             headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> Probe:
+        """The part of `probe` that changes by the second, what is loaded (/api/ps), in one request
+        instead of three. `models` and `version` stay empty: the gateway keeps its last full probe's
+        (a fleet of a thousand workers reads those less often than it reads residency)."""
+        started, timeout = time.perf_counter(), aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            try:  # the session itself, not a RetryClient: this runs for every worker every round
+                ps = await _get_json(session, url, "/api/ps", timeout, headers, max_bytes)
+            except aiohttp.ServerDisconnectedError:  # a pooled connection the worker had closed: once more
+                ps = await _get_json(session, url, "/api/ps", timeout, headers, max_bytes)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+        return Probe(ok=True, resident=parse_ps(ps), latency_s=time.perf_counter() - started)
 
     def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
         """Ollama workers take the client's own bytes on the same path."""
@@ -62,32 +80,34 @@ class OllamaBackend:
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float,
-                   headers: Mapping[str, str] | None = None) -> None:
+                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
         """Load a model (or re-arm its keep_alive) with Ollama's empty-prompt generate."""
         body: dict[str, Any] = {"model": model, "stream": False}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
         client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
-        async with client.post(f"{url}/api/generate", data=orjson.dumps(body), headers=headers,
+        async with client.post(f"{url}/api/generate", data=orjson.dumps(body), headers=headers, allow_redirects=False,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
-                raise ValueError(f"warm-up of {model} answered {resp.status}: {(await resp.read())[:200]!r}")
-            await resp.read()
+                raise ValueError(f"warm-up of {model} answered {resp.status}: {await error_text(resp)!r}")
+            await read_capped(resp, max_bytes, "[health] max_probe_kib")
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
-                     headers: Mapping[str, str] | None = None) -> None:
+                     headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
         """Ollama unloads a model at once on an empty-prompt generate with keep_alive 0."""
-        await self.warm(session, url, model, 0, timeout_s, headers)
+        await self.warm(session, url, model, 0, timeout_s, headers, max_bytes)
 
-    async def shape(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float) -> ModelShape | None:
+    async def shape(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
+                    max_bytes: int = PROBE_MAX_BYTES, headers: Mapping[str, str] | None = None) -> ModelShape | None:
         """The model's KV-cache shape from /api/show model_info, or None when it does not say."""
         client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
-        async with client.post(f"{url}/api/show", data=orjson.dumps({"model": model}),
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with client.post(f"{url}/api/show", data=orjson.dumps({"model": model}), allow_redirects=False,
+                               headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
                 return None
-            info = orjson.loads(await resp.read()).get("model_info") or {}
-        return parse_shape(info)
+            show = worker_json(await read_capped(resp, max_bytes, "[health] max_probe_kib"))
+        info = show.get("model_info") if isinstance(show, dict) else None
+        return parse_shape(info) if isinstance(info, dict) else None
 
 
 def parse_shape(info: Mapping[str, Any]) -> ModelShape | None:
@@ -105,16 +125,21 @@ def parse_shape(info: Mapping[str, Any]) -> ModelShape | None:
         return None
 
 
-async def _get_json(client: RetryClient, url: str, timeout: aiohttp.ClientTimeout,
-                    headers: Mapping[str, str] | None) -> Mapping[str, Any]:
-    async with client.get(url, timeout=timeout, headers=headers) as resp:
-        body = await resp.read()
+async def _get_json(client: RetryClient | aiohttp.ClientSession, url: str, path: str, timeout: aiohttp.ClientTimeout,
+                    headers: Mapping[str, str] | None, max_bytes: int) -> Mapping[str, Any]:
+    async with client.get(_target(url, path), timeout=timeout, headers=headers or None, allow_redirects=False) as resp:
         if resp.status != 200:
-            raise ValueError(f"GET {url.rsplit('/', 2)[-2:]} answered {resp.status}")
-        data = orjson.loads(body)
+            raise ValueError(f"GET {path} answered {resp.status}")
+        data = worker_json(await read_capped(resp, max_bytes, "[health] max_probe_kib"))
         if not isinstance(data, dict):
-            raise ValueError(f"GET {url} did not answer a JSON object")
+            raise ValueError(f"GET {path} did not answer a JSON object")
         return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(url: str, path: str) -> URL:
+    """A worker's probe address, parsed once: a probe round asks every worker, every interval_s."""
+    return URL(url + path)
 
 
 def parse_tags(data: Mapping[str, Any]) -> tuple[ModelEntry, ...]:
@@ -148,8 +173,7 @@ def _int(value: Any) -> int:
 
 
 def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    """A failed probe in words that name no address (they reach /health and clients' errors)."""
+    if isinstance(exc, TimeoutError):
         return "probe timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return describe(exc)

@@ -20,6 +20,7 @@ from backends.answers import Translator, embed_answer
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
 from backends.ollama import describe_error
 from backends.translate import Unsupported, chat_body, embed_body, generate_body
+from backends.upstream import PROBE_MAX_BYTES, read_capped, worker_json
 
 
 def ollama_name(model_id: str, names: Mapping[str, str] | None = None) -> str:
@@ -40,12 +41,14 @@ def tags_entry(name: str, size: int = 0, family: str = "", extra: Mapping[str, A
 
 
 async def get_json(session: aiohttp.ClientSession, url: str, timeout_s: float,
-                   headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
-    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-        body = await resp.read()
+                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> tuple[int, Any]:
+    """(status, parsed body or None); a body over max_bytes is AnswerTooLarge, a failed probe."""
+    async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                           allow_redirects=False) as resp:
+        body = await read_capped(resp, max_bytes, "[health] max_probe_kib")
         try:
-            return resp.status, orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
+            return resp.status, worker_json(body) if body else None
+        except ValueError:  # orjson's decode error is one, and so is a body too costly to parse
             return resp.status, None
 
 
@@ -54,10 +57,11 @@ class OpenAIBackend:
     native_raw = False  # raw prompts go to /v1/completions
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
-                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None) -> Probe:
+                    headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,
+                    max_bytes: int = PROBE_MAX_BYTES) -> Probe:
         started = time.perf_counter()
         try:
-            status, listing = await get_json(session, f"{url}/v1/models", timeout_s, headers)
+            status, listing = await get_json(session, f"{url}/v1/models", timeout_s, headers, max_bytes)
         except (TimeoutError, aiohttp.ClientError) as exc:
             return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
         if status != 200 or not isinstance(listing, dict):
@@ -88,13 +92,13 @@ class OpenAIBackend:
         return UpstreamCall("GET", f"/v1/models/{model_id}", None,
                             whole=lambda body: orjson.dumps(show_answer(front.model, {}, model_id)))
 
-    async def warm(self, session, url, model, keep_alive, timeout_s, headers=None) -> None:
+    async def warm(self, session, url, model, keep_alive, timeout_s, headers=None, max_bytes=PROBE_MAX_BYTES) -> None:
         return None  # an OpenAI-compatible server keeps its models loaded itself
 
-    async def shape(self, session, url, model, timeout_s) -> ModelShape | None:
+    async def shape(self, session, url, model, timeout_s, max_bytes=PROBE_MAX_BYTES, headers=None) -> ModelShape | None:
         return None
 
-    async def unload(self, session, url, model, timeout_s, headers=None) -> None:
+    async def unload(self, session, url, model, timeout_s, headers=None, max_bytes=PROBE_MAX_BYTES) -> None:
         raise Unsupported("an OpenAI-compatible worker manages its own models: it has no unload")
 
 

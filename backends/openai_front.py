@@ -107,23 +107,37 @@ class SseRelay:
     (`data: [DONE]` or an error event). Event contents are not parsed on the way."""
 
     def __init__(self, max_event: int = 16 * 1024 * 1024) -> None:
-        self._partial, self._stats, self._max = b"", b"", max_event
+        self._pieces: list[bytes] = []  # an unfinished event, joined only once it ends (linear, not quadratic)
+        self._size, self._tail, self._stats, self._max = 0, b"", b"", max_event
         self.finished = False
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._partial + chunk if self._partial else chunk
+        seam = self._tail + chunk  # a blank line may straddle chunks
+        if b"\n\n" not in seam and b"\r\n\r\n" not in seam:
+            self._keep(chunk)
+            return b""
+        data = b"".join((*self._pieces, chunk)) if self._pieces else chunk
         lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
         end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-        out, self._partial = data[:end], data[end:]
-        if len(self._partial) > self._max:
-            raise LineTooLong(f"stream event longer than {self._max} bytes")
+        out = data[:end]
+        self._pieces, self._size, self._tail = [], 0, b""
+        self._keep(data[end:])
         if out:
             self._note(out)
         return out
 
+    def _keep(self, partial: bytes) -> None:
+        if partial:
+            self._pieces.append(partial)
+            self._size += len(partial)
+            self._tail = (self._tail + partial)[-3:]
+        if self._size > self._max:
+            raise LineTooLong(f"stream event longer than {self._max} bytes")
+
     def end(self) -> bytes:
         """A last event that lacked its blank line, completed."""
-        rest, self._partial = self._partial, b""
+        rest = b"".join(self._pieces)
+        self._pieces, self._size, self._tail = [], 0, b""
         if not rest.strip():
             return b""
         out = rest.rstrip(b"\r\n") + b"\n\n"

@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:  # Ctrl-C before a command took its signals over: no traceback
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="routing config TOML (default: $BEACON_CONFIG or config.toml)")
     serve.add_argument("--listen", help=f"HOST:PORT to listen on (default: $BEACON_LISTEN or {DEFAULT_LISTEN})")
+    serve.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="gateway processes on the one port, sharing live state through Redis "
+                            "($BEACON_REDIS_URL, or a private redis-server); default 1")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a routing config; exit 2 listing every error")
@@ -35,11 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     demo = sub.add_parser("demo", help="start simulated GPU and CPU workers and the gateway in front")
-    demo.add_argument("--listen", default=DEFAULT_LISTEN, help=f"gateway address (default {DEFAULT_LISTEN})")
+    demo.add_argument("--listen", help=f"gateway address (default {DEFAULT_LISTEN}, or a free port when that is taken)")
     demo.set_defaults(func=_demo)
 
     status = sub.add_parser("status", help="print the workers of a running gateway")
     status.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="gateway URL")
+    status.add_argument("--token", help="metrics or admin token, for the workers where /health hides them "
+                                        "(default: $BEACON_METRICS_TOKEN, then $BEACON_ADMIN_TOKEN)")
     status.set_defaults(func=_status)
 
     _bench_command(sub)
@@ -142,9 +150,15 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from gateway.processes import MAX_PROCESSES
     from gateway.serve import serve
 
-    return serve(config_path=args.config, listen=args.listen)
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        print(f"--processes must be from 1 to {MAX_PROCESSES}", file=sys.stderr)
+        return 2
+    return serve(config_path=args.config, listen=args.listen, processes=args.processes)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -168,7 +182,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from gateway.status import print_status
 
-    return print_status(args.url)
+    return print_status(args.url, args.token)
 
 
 def _sim_worker(args: argparse.Namespace) -> int:

@@ -7,16 +7,17 @@ No network, no side effects beyond reading the file.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gateway.names import InvalidModelName, canonical
 
@@ -25,6 +26,23 @@ TIERS = ("gpu", "cpu")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the url without `user:password@`, their Basic Authorization value or None), as aiohttp
+    would send them; RFC 7617's UTF-8 rather than aiohttp's latin-1, so any password works."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
+
+
+def redact_url(text: str) -> str:
+    """`text` with any `user:password@` replaced by `***@`: for messages that must name a URL."""
+    return re.sub(r"(^|//)[^/@]*@", r"\1***@", text)
 
 
 class _Strict(BaseModel):
@@ -42,18 +60,38 @@ class WorkerConfig(_Strict):
     models: dict[str, str] = {}
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     forward_client_auth: bool = False  # pass the client's own Authorization header on (when no api_key_env)
+    # `user:password@` from the url, as a Basic Authorization value. Kept out of `url` so that no page,
+    # log line, error or exception (aiohttp's name the URL) can show it; private, so never in a repr.
+    _basic_auth: str | None = PrivateAttr(default=None)
 
     def auth_headers(self) -> dict[str, str]:
         """The worker's credentials, read from the environment at use: never stored or logged."""
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if key:
+            return {"Authorization": f"Bearer {key}"}
+        return {"Authorization": self._basic_auth} if self._basic_auth else {}
+
+    @property
+    def url_had_credentials(self) -> bool:
+        return self._basic_auth is not None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _credentials_out_of_url(cls, data: Any, handler: Any) -> WorkerConfig:
+        basic = None
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            url, basic = split_credentials(data["url"])
+            data = {**data, "url": url}
+        worker = handler(data)
+        worker._basic_auth = basic
+        return worker
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
@@ -111,6 +149,14 @@ class HealthConfig(_Strict):
     timeout_s: PositiveFloat = 2.0
     unhealthy_threshold: PositiveInt = 3
     healthy_threshold: PositiveInt = 2
+    max_probe_kib: PositiveInt = 4096  # any one control-plane read: probe, warm-up, model metadata
+    concurrency: PositiveInt = 64  # probes in flight at once
+    jitter_s: Annotated[float, Field(ge=0)] = 0.25  # a round's probes start spread over this much
+    listing_interval_s: PositiveFloat = 30.0  # disk listing and version re-read at least this often
+
+    @property
+    def max_probe_bytes(self) -> int:
+        return self.max_probe_kib * 1024
 
 
 class FailoverConfig(_Strict):
@@ -160,9 +206,19 @@ class ServerConfig(_Strict):
     max_body_mib: PositiveFloat = 64.0
     body_mib: dict[str, PositiveFloat] = {}  # per endpoint, over max_body_mib
     body_timeout_s: PositiveFloat = 60.0
+    max_json_containers: PositiveInt = 100_000  # `[` and `{` bytes in a JSON body, strings included
+    max_json_items: PositiveInt = 1_000_000  # `,` bytes in a JSON body, strings included
+    blob_timeout_s: PositiveFloat = 3600.0  # a whole blob upload; body_timeout_s is its longest pause
+    ps_fresh_s: Annotated[float, Field(ge=0)] = 1.0  # /api/ps re-probes a worker only past this age
     max_stream_s: PositiveFloat = 1800.0
+    max_answer_s: PositiveFloat = 600.0  # a non-streamed answer, sent to last byte, on one worker
+    max_answer_mib: PositiveFloat = 64.0  # a non-streamed answer's size
     retry_after_s: PositiveInt = 2
     config_poll_s: Annotated[float, Field(ge=0)] = 2.0  # 0: reload on SIGHUP or /admin/reload only
+
+    @property
+    def max_answer_bytes(self) -> int:
+        return int(self.max_answer_mib * 1024 * 1024)
 
 
 class RoutingConfig(_Strict):
@@ -274,6 +330,7 @@ def _cross_checks(config: RoutingConfig) -> list[str]:
             first = seen[worker.name]
             problems.append(f"workers[{i}].name: duplicate worker name {worker.name!r} (also workers[{first}])")
         seen.setdefault(worker.name, i)
+        problems += _check_credentials(i, worker)
     owners: dict[str, str] = {}
     for name in config.models:
         try:
@@ -287,6 +344,20 @@ def _cross_checks(config: RoutingConfig) -> list[str]:
     for name, model in config.models.items():
         problems += _check_model(name, model, owners, config)
     return problems + _check_clients(config)
+
+
+def _check_credentials(i: int, worker: WorkerConfig) -> list[str]:
+    """A worker gets one Authorization header: `user:password@` in its url, api_key_env and
+    forward_client_auth each set one, and two at once would leave it to chance which the worker reads
+    (aiohttp itself refuses the pair, which made every request to such a worker a 500)."""
+    problems = []
+    if worker.url_had_credentials and worker.api_key_env:
+        problems.append(f"workers[{i}].url: carries user:password@ and api_key_env is set too; a worker takes "
+                        "one credential: keep api_key_env and drop user:password@ from the url, or the reverse")
+    if worker.url_had_credentials and worker.forward_client_auth:
+        problems.append(f"workers[{i}].url: carries user:password@ and forward_client_auth is on; a worker takes "
+                        "one credential: drop one of them")
+    return problems
 
 
 def _check_clients(config: RoutingConfig) -> list[str]:

@@ -2,12 +2,19 @@
 llama-server worker when a llama-server binary and the `gguf` package are found) and the
 gateway in front, until Ctrl-C.
 
-Writes the config it generated to a temporary file so people can read and copy it.
+Writes the config it generated to a temporary folder so people can read and copy it. Every way
+out (Ctrl-C, SIGTERM or SIGHUP at any moment, an address in use, bad BEACON_* settings, a
+llama-server that will not start) stops what was started and removes that folder: each thing
+started is registered for cleanup the moment it exists. On the default address, when it is taken
+(Ollama itself listens on 11434 on many machines), the demo takes a free port and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -16,10 +23,11 @@ import structlog
 
 from backends import llamaserver
 from backends.sim import SimWorker, build_sim_app, parse_models
-from gateway import logs, runner
+from gateway import listen, logs, runner
 from gateway.app import build_app
 from gateway.config import load_config
-from gateway.settings import Settings, split_listen
+from gateway.serve import load_settings
+from gateway.settings import DEFAULT_LISTEN, Settings, split_listen
 
 log = structlog.get_logger("gateway.demo")
 
@@ -31,52 +39,82 @@ FLEET = (
 )
 
 
-def demo(listen: str) -> int:
+def demo(listen_at: str | None) -> int:
+    """`listen_at` None: the default address, or a free port when that one is taken."""
     try:
-        host, port = split_listen(listen)
+        host, port = split_listen(listen_at or DEFAULT_LISTEN)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logs.configure("console", "info")
-    runner.run(lambda: _main(host, port))
+    settings = load_settings(listen=listen.format_address(host, port))  # before anything starts
+    if settings is None:
+        return 2
+    logs.configure("console", settings.log_level)
+    try:
+        # SIGHUP too: a closed terminal must not leave llama-server or the folder behind
+        runner.run(lambda: _main(settings, host, port, fixed=listen_at is not None),
+                   stop_on=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    except listen.CannotListen as exc:
+        print(f"beacon-gateway demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
-async def _main(host: str, port: int) -> None:
-    runners, workers_toml = [], []
-    folder = Path(tempfile.mkdtemp(prefix="beacon-demo-"))
-    llama = await _real_llama_worker(folder)
-    if llama is not None:
-        workers_toml.append(f'[[workers]]\nname = "llama0"\nurl = "{llama.url}"\nkind = "llamacpp"\ntier = "cpu"\n')
+def _port_to_use(host: str, port: int, fixed: bool) -> int:
+    """The port asked for; 0 (any free one) when the default one is taken and none was asked for."""
+    try:
+        listen.check_listen(host, port)
+        return port
+    except listen.CannotListen as exc:
+        if fixed or not exc.in_use:
+            raise
+    print(f"{listen.format_address(host, port)} is in use (Ollama itself, perhaps): the demo takes a free port "
+          "instead (--listen HOST:PORT chooses one).", flush=True)
+    return 0
+
+
+async def _main(settings: Settings, host: str, port: int, fixed: bool) -> None:
+    port = _port_to_use(host, port, fixed)  # first: the slow start of llama-server is wasted on a taken port
+    async with contextlib.AsyncExitStack() as started:
+        folder = Path(tempfile.mkdtemp(prefix="beacon-demo-"))
+        started.callback(shutil.rmtree, folder, ignore_errors=True)  # the generated config and the tiny model
+        workers_toml = []
+        llama = await _real_llama_worker(folder)
+        if llama is not None:
+            started.push_async_callback(llama.close)
+            workers_toml.append(f'[[workers]]\nname = "llama0"\nurl = "{llama.url}"\nkind = "llamacpp"\n'
+                                'tier = "cpu"\n')
+        workers_toml += await _simulated_workers(started)
+        config_path = folder / "config.toml"
+        config_path.write_text(_CONFIG_HEAD + "\n".join(workers_toml))
+        settings = settings.model_copy(update={"config": str(config_path)})
+        gateway_runner, bound = await runner.start(build_app(settings, load_config(config_path)), host, port)
+        started.push_async_callback(gateway_runner.cleanup)
+        address = listen.format_address(host, bound)
+        print(_HELP.format(url=f"http://{address}", host=address, config=config_path), flush=True)
+        print(_LLAMA_HELP.format(url=f"http://{address}") if llama is not None else _NO_LLAMA_HELP, flush=True)
+        await runner.until_signalled()
+
+
+async def _simulated_workers(started: contextlib.AsyncExitStack) -> list[str]:
+    """Start the simulated fleet on free loopback ports; their [[workers]] tables."""
+    tables = []
     for name, tier, models, vram_gib, rate in FLEET:
         worker = SimWorker(name=name, models=parse_models(models), vram_bytes=vram_gib * 1024**3, tier=tier,
                            tokens_per_s=rate)
         app_runner, bound = await runner.start(build_sim_app(worker), "127.0.0.1", 0)
-        runners.append(app_runner)
-        workers_toml.append(f'[[workers]]\nname = "{name}"\nurl = "http://127.0.0.1:{bound}"\n'
-                            f'kind = "ollama"\ntier = "{tier}"\n' + (f"vram_gib = {vram_gib}\n" if vram_gib else ""))
-    config_path = folder / "config.toml"
-    config_path.write_text(_CONFIG_HEAD + "\n".join(workers_toml))
-    settings = Settings(listen=f"{host}:{port}", config=str(config_path))
-    gateway_runner, bound = await runner.start(build_app(settings, load_config(config_path)), host, port)
-    runners.append(gateway_runner)
-    print(_HELP.format(url=f"http://{host}:{bound}", host=f"{host}:{bound}", config=config_path), flush=True)
-    print(_LLAMA_HELP.format(url=f"http://{host}:{bound}") if llama is not None else _NO_LLAMA_HELP, flush=True)
-    try:
-        await runner.until_signalled()
-    finally:
-        for app_runner in reversed(runners):
-            await app_runner.cleanup()
-        if llama is not None:
-            llama.kill()
-            await llama.process.wait()
-        shutil.rmtree(folder, ignore_errors=True)  # the generated config and the tiny model
+        started.push_async_callback(app_runner.cleanup)
+        tables.append(f'[[workers]]\nname = "{name}"\nurl = "http://127.0.0.1:{bound}"\nkind = "ollama"\n'
+                      f'tier = "{tier}"\n' + (f"vram_gib = {vram_gib}\n" if vram_gib else ""))
+    return tables
 
 
 async def _real_llama_worker(folder: Path):
     """A real llama-server serving a tiny random-weight model, when the binary and gguf are here."""
     exe = llamaserver.binary()
     if exe is None:
+        if os.environ.get("BEACON_LLAMA_SERVER"):
+            log.warning("demo.no_llama_server", reason="BEACON_LLAMA_SERVER does not name a file")
         return None
     try:
         from backends.tinygguf import make_tiny_llama
@@ -84,7 +122,9 @@ async def _real_llama_worker(folder: Path):
         model = make_tiny_llama(folder / "tiny-llama.gguf", name="tiny-llama")
         return await llamaserver.start_server(exe, folder, model=model, alias="tiny-llama", parallel=2)
     except (ImportError, RuntimeError, OSError) as exc:
-        log.warning("demo.no_llama_server", reason=f"{type(exc).__name__}: {exc}")
+        first, _, rest = f"{type(exc).__name__}: {exc}".partition("\n")
+        log.warning("demo.no_llama_server", reason=first, output=rest[-2000:] or None,
+                    next="the demo runs without llama0")
         return None
 
 
@@ -100,7 +140,7 @@ interval_s = 1
 _HELP = """
 beacon-gateway demo is running at {url}
   fleet: gpu0, gpu1 (simulated GPUs, 400 tokens/s) and cpu0 (CPU, 20 tokens/s)
-  config: {config}
+  config: {config} (in a temporary folder, removed when the demo stops)
 
 Try:
   curl {url}/api/tags

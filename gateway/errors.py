@@ -1,7 +1,8 @@
 """The GatewayError family and the one middleware that turns errors into front-API bodies.
 
-`/v1/*` gets OpenAI's shape `{"error": {"message", "type", "code"}}`; everything else gets
-Ollama's `{"error": "..."}`. Handlers raise; they never build error responses themselves.
+`/v1/messages` gets Anthropic's shape `{"type": "error", "error": {"type", "message"}}`, the rest of
+`/v1/*` OpenAI's `{"error": {"message", "type", "code"}}`; everything else Ollama's `{"error": "..."}`.
+Handlers raise; they never build error responses themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 log = structlog.get_logger("gateway.errors")
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """A client's string as it may appear in an error or a log line: never whole when long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class GatewayError(Exception):
@@ -43,7 +49,7 @@ class NotFound(GatewayError):
 
 class ModelNotFound(NotFound):
     def __init__(self, model: str) -> None:
-        super().__init__(f'model "{model}" not found, try pulling it first')
+        super().__init__(f'model "{clip(model)}" not found, try pulling it first')
         self.model = model
 
 
@@ -90,7 +96,16 @@ class UpstreamTimeout(GatewayError):
     status = 504
 
 
+# Anthropic's error types by status (the anthropic SDK's ErrorObject union); other 4xx/5xx fall back below.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
+
+
 def error_body(path: str, status: int, message: str, openai_type: str = "api_error") -> bytes:
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
     if path == "/v1" or path.startswith("/v1/"):
         return orjson.dumps({"error": {"message": message, "type": openai_type, "code": status}})
     return orjson.dumps({"error": message})

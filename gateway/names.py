@@ -7,20 +7,31 @@ registry and namespace stripped, so names from clients and from workers compare 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+from gateway.errors import clip
 
 DEFAULT_TAG = "latest"
 _DEFAULT_PREFIXES = ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/")
+# Ollama's longest valid name (types/model/name.go) is 682 characters: scheme "https://", host 350,
+# namespace, model, tag and digest 80 each, four separators. llama.cpp and OpenAI-compatible
+# workers name models by alias or path; 1024 leaves them room. Checked before any other work, so
+# a name of megabytes costs one len() and is never echoed whole.
+MAX_NAME_CHARS = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidModelName(ValueError):
-    """A model name that no worker could ever hold (empty, whitespace, control characters)."""
+    """A model name that no worker could ever hold (empty, whitespace, control characters, too long)."""
 
 
 def canonical(name: str) -> str:
     """Normalise a model name the way Ollama compares them (case-insensitive, default tag)."""
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidModelName(f"invalid model name {clip(name, 64)!r}: longer than {MAX_NAME_CHARS} characters")
     text = name.strip().lower()
-    if not text or any(ch < " " or ch == "\x7f" for ch in text):
+    if not text or _CONTROL.search(text):
         raise InvalidModelName(f"invalid model name {name!r}")
     for prefix in _DEFAULT_PREFIXES:
         if text.startswith(prefix):

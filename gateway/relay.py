@@ -1,9 +1,9 @@
-"""Relaying one worker's answer to the client: whole or streamed, passed through or translated.
+"""Relaying one worker's answer to the client: the refusals every answer shares, and streams.
 
 Before the first byte reaches the client any failure raises AttemptFailed (the proxy moves
 on); after it, a failure ends the stream with one Ollama error line, or on /v1 with one SSE
 error event. Streams are written chunk by chunk as they arrive (SSE in whole events); Ollama
-workers' bytes are never parsed on the way.
+workers' bytes are never parsed on the way. Non-streamed answers are whole.py's.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from backends import openai_front
 from backends.answers import MALFORMED
 from backends.base import UpstreamCall
 from backends.streams import error_line
+from backends.upstream import ERROR_DETAIL_BYTES, describe, worker_json
 from gateway.inflight import Claim
 
 STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
@@ -27,64 +28,37 @@ ACCOUNTED = frozenset({"chat", "generate"})
 
 
 class AttemptFailed(Exception):
-    """One candidate could not answer; `kind` says how (connect, timeout, status, busy, dropped)."""
+    """One candidate could not answer; `kind` says how (connect, timeout, status, busy, dropped,
+    malformed, redirect, too_large): the failovers metric's reason."""
 
     def __init__(self, kind: str, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.kind, self.detail, self.status = kind, detail, status
 
 
-async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: UpstreamCall, outcome, claim: Claim,
-                 failover, first_byte_s: float, max_stream_s: float = 1800.0) -> web.StreamResponse:
+async def refuse(resp: aiohttp.ClientResponse) -> None:
+    """The answers that are failed attempts whatever was asked: a redirect (never followed: the
+    session's middleware stops it first, this is the second guard) and a retryable status."""
+    if 300 <= resp.status < 400:
+        raise AttemptFailed("redirect", f"answered {resp.status}: a redirect, which the gateway never follows",
+                            resp.status)
     if resp.status in RETRYABLE_STATUS:
         detail = await error_detail(resp)
         raise AttemptFailed("busy" if resp.status in (429, 503) else "status", detail, resp.status)
-    if resp.content_type in STREAM_TYPES and resp.status == 200 and call.whole is None:  # embed/show: one document
-        return await _stream(request, resp, call, outcome, claim, failover, first_byte_s, max_stream_s)
-    try:
-        async with asyncio.timeout(first_byte_s):
-            body = await resp.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AttemptFailed("dropped", f"answer cut short: {describe(exc)}") from None
-    outcome.ttfb_s = time.monotonic() - outcome.started
-    outcome.status, outcome.outcome = resp.status, "ok" if resp.status < 400 else "client_error"
-    headers = reply_headers(resp, outcome)
-    if call.front == "openai":
-        body = _openai_whole(call, body, resp.status, outcome, headers)
-    elif resp.status >= 400:  # passed-through errors too: a worker's HTML or NDJSON error is no Ollama error
-        body, headers["Content-Type"] = _ollama_error(body, resp.status), "application/json"
-    elif call.translator or call.whole:
-        body = _translate_whole(call, body)
-        headers["Content-Type"] = "application/json"
-    if resp.status == 200 and outcome.endpoint in ACCOUNTED:
-        read_final_fields(body, outcome)
-    return web.Response(status=resp.status, body=body, headers=headers)
 
 
-def _openai_whole(call: UpstreamCall, body: bytes, status: int, outcome, headers: dict[str, str]) -> bytes:
-    """A /v1 answer passes through; a worker's error is made OpenAI-shaped if it is not already."""
-    if status >= 400:
-        headers["Content-Type"] = "application/json"
-        return openai_front.error_body(body, status)
-    if status == 200 and call.path.endswith("completions"):  # embeddings count no generated tokens
-        _take_usage(openai_front.whole_usage(body), outcome)
-    return body
+def streams(resp: aiohttp.ClientResponse, call: UpstreamCall) -> bool:
+    """A stream is relayed as it arrives; embed/show answer one document even when typed NDJSON."""
+    return resp.content_type in STREAM_TYPES and resp.status == 200 and call.whole is None
 
 
-def _take_usage(usage: openai_front.Usage | None, outcome) -> None:
+def take_usage(usage: openai_front.Usage | None, outcome) -> None:
     if usage is not None:
         outcome.tokens, outcome.eval_s, outcome.service_s = usage.tokens, usage.eval_s, usage.service_s
 
 
-def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:
-    try:
-        return call.translator.whole(body) if call.translator else call.whole(body)
-    except MALFORMED as exc:
-        raise AttemptFailed("malformed", f"answer could not be read: {describe(exc)}") from None
-
-
-async def _stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover,
-                  first_byte_s: float, max_stream_s: float) -> web.StreamResponse:
+async def stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover,
+                 first_byte_s: float, max_stream_s: float) -> web.StreamResponse:
     try:
         async with asyncio.timeout(first_byte_s):
             first = await resp.content.readany()
@@ -108,7 +82,7 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
                 outcome, idle_s: float, max_s: float) -> None:
     translator = call.translator or (openai_front.SseRelay() if call.front == "openai" else None)
     ends_line, prev, last = True, b"", b""
-    watchdog = _Watchdog(idle_s, max_s)
+    watchdog = Watchdog(idle_s, max_s)
     try:
         with watchdog:
             while chunk:
@@ -139,7 +113,7 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
             outcome.outcome = "cut"
             await write_quietly(out, _cut_notice(call, f"worker {outcome.worker} ended the stream early", True))
             return
-        _take_usage(translator.usage(), outcome)
+        take_usage(translator.usage(), outcome)
     else:
         read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
     outcome.outcome = "ok"
@@ -155,7 +129,7 @@ def _translated(step, *chunk: bytes) -> bytes:
         raise ValueError(f"malformed event: {describe(exc)}") from None
 
 
-class _Watchdog:
+class Watchdog:
     """A stream's two deadlines (no chunk for idle_s; longer than max_s in all) with one timer per
     idle period instead of one per chunk: relaying a chunk only notes the time. On expiry it
     cancels the relaying task and turns that cancellation into TimeoutError or StreamTooLong;
@@ -173,7 +147,7 @@ class _Watchdog:
     def fed(self) -> None:
         self._last = self._loop.time()
 
-    def __enter__(self) -> _Watchdog:
+    def __enter__(self) -> Watchdog:
         self._task = asyncio.current_task()
         self._arm()
         return self
@@ -218,43 +192,38 @@ def read_final_fields(line: bytes, outcome) -> None:
     if b'"done":true' not in line.replace(b" ", b""):
         return
     try:
-        final = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        final = worker_json(line)
+    except ValueError:  # not JSON, or too costly to parse: accounting goes without it
         return
     if isinstance(final, dict):
-        count, load_ns = final.get("eval_count"), final.get("load_duration")
-        prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
-        outcome.tokens = count if isinstance(count, int) else None
-        outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
-        if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
-            outcome.service_s = (prompt_ns + eval_ns) / 1e9
-            outcome.eval_s = eval_ns / 1e9 if eval_ns > 0 else None
-            total_ns = final.get("total_duration")
-            if isinstance(total_ns, int) and total_ns > 0:  # what is left of the total was waiting at the worker
-                outcome.queued_s = max(0.0, (total_ns - prompt_ns - eval_ns - (load_ns or 0)) / 1e9)
+        apply_final(final, outcome)
 
 
-def _ollama_error(body: bytes, status: int) -> bytes:
-    """An OpenAI-shaped worker error as Ollama's `{"error": "..."}`."""
-    try:
-        error = orjson.loads(body).get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    except (orjson.JSONDecodeError, AttributeError):
-        message = None
-    text = body.decode("utf-8", "replace").strip()[:500] if message is None else ""
-    return orjson.dumps({"error": str(message or text or f"worker answered {status}")})
+def apply_final(final: dict, outcome) -> None:
+    """The accounting fields of an Ollama final answer (eval_count, the durations) onto the outcome."""
+    count, load_ns = final.get("eval_count"), final.get("load_duration")
+    prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
+    outcome.tokens = count if isinstance(count, int) else None
+    outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
+    if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
+        outcome.service_s = (prompt_ns + eval_ns) / 1e9
+        outcome.eval_s = eval_ns / 1e9 if eval_ns > 0 else None
+        total_ns = final.get("total_duration")
+        if isinstance(total_ns, int) and total_ns > 0:  # what is left of the total was waiting at the worker
+            outcome.queued_s = max(0.0, (total_ns - prompt_ns - eval_ns - (load_ns or 0)) / 1e9)
 
 
 async def error_detail(resp: aiohttp.ClientResponse) -> str:
+    """A failed answer's status and the worker's own message, read from its first bytes only."""
     try:
         async with asyncio.timeout(2):
-            body = await resp.content.read(4096)
+            body = await resp.content.read(ERROR_DETAIL_BYTES)
         message = orjson.loads(body).get("error")
         if isinstance(message, dict):
             message = message.get("message")
     except Exception:  # the detail is best effort; the status already says it failed
         message = None
-    return f"{resp.status} {message}" if message else f"answered {resp.status}"
+    return f"{resp.status} {str(message)[:300]}" if message else f"answered {resp.status}"
 
 
 def reply_headers(resp: aiohttp.ClientResponse, outcome) -> dict[str, str]:
@@ -272,10 +241,3 @@ async def write_quietly(out: web.StreamResponse, data: bytes, eof: bool = False)
             await out.write_eof()
     except ConnectionResetError:
         pass
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from backends.sim.content import DEFAULT_TOKENS, count_tokens, paced, tokens_for
+from backends.sim.content import Tokens, answer_length, count_tokens, paced
 from backends.sim.engine import Busy, ModelGone, Resident, SimWorker
 from backends.sim.models import SimModel, parse_keep_alive
 from backends.sim.wire import (
@@ -119,6 +119,40 @@ async def _load_only(worker: SimWorker, model: SimModel, name: str, keep_alive_s
     return json_response(body | {"done": True, "done_reason": reason})
 
 
+def integer_option(options: dict, key: str) -> int | None:
+    """An integer option as Ollama's Options.FromMap reads it: JSON numbers arrive as float64 and
+    are truncated; anything else but null is a 400."""
+    value = options.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SimError(400, f'option "{key}" must be of type integer')
+    return int(value)
+
+
+def context_of(worker: SimWorker, model: SimModel, options: dict) -> int:
+    """num_ctx as Ollama's scheduler settles it: the request's, else the default for the worker's
+    VRAM (4096 below 23 GiB, 32768 below 47 GiB, else 262144), at least 4, at most the model's
+    training context."""
+    asked = integer_option(options, "num_ctx")
+    if asked is None or asked <= 0:
+        gib = worker.vram_bytes / 1024**3
+        asked = 262144 if gib >= 47 else 32768 if gib >= 23 else 4096
+    return min(max(4, asked), model.context_length)
+
+
+def prompt_tokens(count: int, num_ctx: int, shift: bool) -> int:
+    """A prompt longer than the context: truncated with context shift (num_keep 4, then half the
+    rest freed, as llm/llama_server.go does), else a 400 with Ollama's words."""
+    if count < num_ctx:
+        return count
+    if not shift:
+        raise SimError(400, "the prompt is longer than the context length currently available to the model; "
+                            "shorten the prompt, adjust the context length in settings, or use a model with a "
+                            "longer context length")
+    return num_ctx - max((num_ctx - 4) // 2, 1)
+
+
 class Answer:
     """One generation: its tokens, the NDJSON line template, and the final fields."""
 
@@ -126,18 +160,15 @@ class Answer:
         self.worker, self.res, self.name, self.chat, self.started = worker, res, name, chat, started
         self.load_s = load_seconds(res, started)
         text = _prompt_text(data, chat)
-        self.prompt_count = count_tokens(text)
         self.tool_calls = _tool_calls(data) if chat else None
         options = data.get("options") if isinstance(data.get("options"), dict) else {}
-        limit = options.get("num_predict")
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-            count, self.reason = limit, "length"
-        else:
-            count, self.reason = DEFAULT_TOKENS, "stop"
+        num_ctx, shift = context_of(worker, res.model, options), data.get("shift") is not False
+        self.prompt_count = prompt_tokens(count_tokens(text), num_ctx, shift)
+        count, self.reason = answer_length(integer_option(options, "num_predict"), num_ctx, self.prompt_count, shift)
         if self.tool_calls:
             self.tokens, self.reason = [""], "stop"
         else:
-            self.tokens = tokens_for(text, count, data.get("format"))
+            self.tokens = Tokens(text, count, data.get("format"))
         self._head = b'{"model":' + orjson.dumps(name) + b',"created_at":"'
         self._mid = b'","message":{"role":"assistant","content":' if chat else b'","response":'
         self._tail = b'},"done":false}\n' if chat else b',"done":false}\n'

@@ -8,7 +8,7 @@ nothing is dropped silently.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from backends.streams import LineTooLong, NdjsonSplitter, error_line
+from backends.upstream import describe
 from gateway.context import Gateway
 from gateway.errors import GatewayError, UpstreamFailed
 from gateway.proxy import Outcome
@@ -48,7 +49,8 @@ async def _send_one(gw: Gateway, method: str, path: str, worker: WorkerView, bod
     if not worker.up:
         return Result(worker.name, False, None, "worker is down")
     try:
-        async with gw.session.request(method, worker.url + path, data=body, timeout=_timeout(gw, 60.0)) as resp:
+        async with gw.session.request(method, worker.url + path, data=body, timeout=_timeout(gw, 60.0),
+                                      headers=worker.config.auth_headers(), allow_redirects=False) as resp:
             detail = "" if resp.status < 400 else await _detail(resp)
             return Result(worker.name, resp.status < 400, resp.status, detail)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -94,7 +96,8 @@ async def _progress_one(gw: Gateway, path: str, worker: WorkerView, body: bytes,
     if not worker.up:
         return Result(worker.name, False, None, "worker is down")
     try:
-        async with gw.session.post(worker.url + path, data=body, timeout=_timeout(gw)) as resp:
+        async with gw.session.post(worker.url + path, data=body, timeout=_timeout(gw),
+                                   headers=worker.config.auth_headers(), allow_redirects=False) as resp:
             if resp.status != 200:
                 return Result(worker.name, False, resp.status, await _detail(resp))
             return await _read_progress(worker.name, resp, emit)
@@ -113,7 +116,7 @@ async def _read_progress(worker: str, resp: aiohttp.ClientResponse, emit: Emit) 
             if not isinstance(item, dict):
                 continue
             if "error" in item:
-                return Result(worker, False, 200, str(item["error"]))
+                return Result(worker, False, 200, str(item["error"])[:300])
             if item.get("status") == "success":
                 succeeded = True
             else:
@@ -142,19 +145,16 @@ async def _detail(resp: aiohttp.ClientResponse) -> str:
         message = orjson.loads(body).get("error")
     except Exception:  # best effort: the status already says it failed
         message = None
-    return f"{resp.status} {message}" if message else f"answered {resp.status}"
+    return f"{resp.status} {str(message)[:300]}" if message else f"answered {resp.status}"
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return describe(exc)  # names no address: these details reach clients
 
 
-async def tee_upload(gw: Gateway, request: web.Request, path: str, workers: list[WorkerView]) -> list[Result]:
-    """Stream one uploaded body to every healthy worker at once, without holding it in memory."""
+async def tee_upload(gw: Gateway, chunks: AsyncIterator[bytes], path: str, workers: list[WorkerView]) -> list[Result]:
+    """Stream one uploaded body to every healthy worker at once, without holding it in memory.
+    `chunks` enforces the client's limits: whatever it raises stops every worker's upload."""
     targets = [w for w in workers if w.up]
     if not targets:
         raise UpstreamFailed("no healthy worker to upload the blob to")
@@ -167,7 +167,8 @@ async def tee_upload(gw: Gateway, request: web.Request, path: str, workers: list
 
     async def upload(i: int, worker: WorkerView) -> Result:
         try:
-            async with gw.session.post(worker.url + path, data=body(i), timeout=_timeout(gw)) as resp:
+            async with gw.session.post(worker.url + path, data=body(i), timeout=_timeout(gw),
+                                       headers=worker.config.auth_headers(), allow_redirects=False) as resp:
                 ok = resp.status in (200, 201)
                 return Result(worker.name, ok, resp.status, "" if ok else await _detail(resp))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -178,7 +179,7 @@ async def tee_upload(gw: Gateway, request: web.Request, path: str, workers: list
                 queues[i].get_nowait()
 
     async def feed() -> None:
-        async for chunk in request.content.iter_chunked(1024 * 1024):
+        async for chunk in chunks:
             for i, queue in enumerate(queues):
                 if alive[i]:
                     await queue.put(chunk)
@@ -189,7 +190,7 @@ async def tee_upload(gw: Gateway, request: web.Request, path: str, workers: list
     uploads = [asyncio.create_task(upload(i, w)) for i, w in enumerate(targets)]
     try:
         await feed()
-    except BaseException:  # the client went away mid-upload: stop every worker's half-sent upload
+    except BaseException:  # the client went away or broke a limit: stop every worker's half-sent upload
         for task in uploads:
             task.cancel()
         await asyncio.gather(*uploads, return_exceptions=True)

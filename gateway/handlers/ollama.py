@@ -63,19 +63,32 @@ def _version_key(text: str) -> tuple:
 
 async def tags(request: web.Request) -> web.Response:
     """Every model a healthy worker holds, once, with the workers that hold it."""
-    snap = request.app[GATEWAY].holder.current
+    merged = request.app[GATEWAY].holder.current.derived("ollama.tags", _merge_tags)  # once per snapshot
+    return web.json_response({"models": [merged[m] for m in allowed_models(request, list(merged))]}, dumps=_dumps)
+
+
+def _merge_tags(snap: Snapshot) -> dict[str, dict]:
     merged: dict[str, dict] = {}
     for worker in snap.up_workers():
         for name, entry in worker.models.items():
             item = merged.setdefault(name, {**entry.raw, "workers": []})
             item["workers"].append(worker.name)
-    return web.json_response({"models": [merged[m] for m in allowed_models(request, list(merged))]}, dumps=_dumps)
+    return merged
 
 
 async def ps(request: web.Request) -> web.Response:
-    """What is loaded now: every worker is probed afresh (residency changes by the second)."""
+    """What is loaded now. A healthy worker's picture is probed afresh when it is older than
+    `[server] ps_fresh_s`, or when the gateway sent it a request since or has one in flight
+    there (that may have loaded a model); but no worker is probed for ps more than once per
+    ps_fresh_s. So a loop of calls cannot amplify onto the workers, and a call right after a
+    generate waits a moment rather than answer what it knows is stale."""
     gw = request.app[GATEWAY]
-    await gw.prober.fresh()
+    snap, now = gw.holder.current, gw.clock()
+    fresh_s = snap.config.server.ps_fresh_s
+    stale = [w.name for w in snap.up_workers()
+             if w.probed_at is None or now - w.probed_at >= fresh_s or gw.inflight.active_models(w.name, w.probed_at)]
+    if stale:
+        await gw.prober.fresh(stale, fresh_s)
     models = []
     for worker in gw.holder.current.up_workers():
         for name in allowed_models(request, list(worker.resident)):

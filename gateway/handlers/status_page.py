@@ -5,6 +5,9 @@ inline JS then fetches /health every 2 s and re-renders the same markup in place
 external assets (no CDN, no web fonts): the page must work on an air-gapped on-call laptop.
 Reads only `ops.health_report`; must not compute fleet state of its own or change anything.
 Every string from workers or clients (names, errors, model names) is escaped, here and in JS.
+Where /health shows strangers only its public form, so does this page, with a box for the
+metrics or admin token: the JS keeps it in sessionStorage (this tab only, never in a URL) and
+sends it as a bearer on its own /health fetches.
 """
 
 from __future__ import annotations
@@ -15,26 +18,37 @@ from html import escape
 from aiohttp import web
 
 from gateway.context import GATEWAY
-from gateway.handlers.ops import health_report
+from gateway.handlers.ops import full_report_allowed, health_report, public_report
 
 GIB = 1024**3
 
 
 async def status_page(request: web.Request) -> web.Response:
-    _, body = health_report(request.app[GATEWAY])
+    gw = request.app[GATEWAY]
+    _, body = health_report(gw) if full_report_allowed(request) else public_report(gw)
     return web.Response(text=render_page(body), content_type="text/html",
                         headers={"Cache-Control": "no-store"})
 
 
 def render_page(body: dict) -> str:
-    cards = "".join(render_card(w, body.get("queues") or {}) for w in body["workers"])
-    return (_HEAD + f'<header id="summary">{render_summary(body)}</header>'
+    """The whole page; `body` is /health's full report or its public form (no workers)."""
+    cards = "".join(render_card(w, body.get("queues") or {}) for w in body.get("workers", ()))
+    return (_HEAD + f'<header id="summary">{render_summary(body)}</header>' + _unlock("workers" not in body) +
             f'<p id="conn" class="conn">rendered by the gateway; live updates need JavaScript</p>'
             f'<main id="cards" class="cards">{cards}</main>' + _TAIL)
 
 
+def _unlock(shown: bool) -> str:
+    # No <form>: without JS a form would send the token in a query string, into logs and history.
+    return (f'<div id="unlock" class="unlock"{"" if shown else " hidden"}><label>Workers, models and errors '
+            'need the metrics or admin token: <input id="token" type="password" autocomplete="off"></label> '
+            '<button id="show" type="button">show</button> <span id="unlock-note" class="note"></span></div>')
+
+
 def render_summary(body: dict) -> str:
     status = body["status"]
+    if "workers" not in body:  # the public form: ready or not, nothing else
+        return f'<h1>beacon-gateway <span class="overall {escape(status)}">{escape(status)}</span></h1>'
     problems = "".join(f"<li>{escape(p)}</li>" for p in body["problems"])
     queues = body.get("queues") or {}
     waiting = ", ".join(f"{escape(m)}: {n}" for m, n in sorted(queues.items())) or "none"
@@ -140,6 +154,7 @@ background:#eceff1;color:#37474f}.healthy .state{background:#dff3e4;color:#1b5e2
 .vram,.rate{font-size:.85rem;margin:.3rem 0}.models{padding-left:1.1rem;margin:.3rem 0;font-size:.9rem}
 .model{font-family:ui-monospace,monospace;overflow-wrap:anywhere}.size{color:#57606a}
 .share{color:#7a4f00}.queued{color:#0d47a1}.none{color:#57606a;list-style:none;margin-left:-1.1rem}
+.unlock{font-size:.85rem;color:#57606a;margin:.4rem 0}.unlock[hidden]{display:none}.note{color:#8e0000}
 </style></head><body data-source="server" data-renders="0">
 """
 
@@ -154,6 +169,9 @@ _JS = r"""
   }
   function gib(b) { return ((b || 0) / GIB).toFixed(1); }
   function summary(body) {
+    if (!body.workers) {
+      return '<h1>beacon-gateway <span class="overall ' + esc(body.status) + '">' + esc(body.status) + "</span></h1>";
+    }
     var problems = body.problems.map(function (p) { return "<li>" + esc(p) + "</li>"; }).join("");
     var q = body.queues || {}, names = Object.keys(q).sort();
     var waiting = names.map(function (m) { return esc(m) + ": " + q[m]; }).join(", ") || "none";
@@ -209,9 +227,10 @@ _JS = r"""
   }
   function render(body) {
     document.getElementById("summary").innerHTML = summary(body);
-    document.getElementById("cards").innerHTML = body.workers.map(function (w) {
+    document.getElementById("cards").innerHTML = (body.workers || []).map(function (w) {
       return card(w, body.queues || {});
     }).join("");
+    document.getElementById("unlock").hidden = Boolean(body.workers);
     var conn = document.getElementById("conn");
     conn.className = "conn";
     conn.textContent = "live: updated " + new Date().toLocaleTimeString() + ", every 2 s";
@@ -226,13 +245,39 @@ _JS = r"""
     document.body.classList.add("stale");
     document.body.dataset.source = "unreachable";
   }
+  // The operator's token lives in this tab's sessionStorage only: never in the page's URL or markup.
+  function token() { try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; } }
+  function remember(value) {
+    try { if (value) { sessionStorage.setItem(TOKEN_KEY, value); } else { sessionStorage.removeItem(TOKEN_KEY); } }
+    catch (e) { /* storage off: the token lasts until the page reloads */ }
+    held = value;
+  }
+  var TOKEN_KEY = "beacon-gateway-token", held = token();
+  function note(text) { document.getElementById("unlock-note").textContent = text; }
   function tick() {
     // /health answers 503 with the same JSON when the fleet is unavailable: render both.
-    return fetch("health", {cache: "no-store", headers: {"Accept": "application/json"}})
-      .then(function (resp) { return resp.json(); })
-      .then(render)
+    var headers = {"Accept": "application/json"};
+    if (held) headers.Authorization = "Bearer " + held;
+    return fetch("health", {cache: "no-store", headers: headers})
+      .then(function (resp) {
+        if (resp.status === 401) {  // a wrong or stale token: forget it, show the public form next time
+          remember("");
+          note("that token was refused");
+          return;
+        }
+        return resp.json().then(render);
+      })
       .catch(function (err) { lost(err && err.message ? err.message : "no answer"); });
   }
+  function unlock() {
+    var input = document.getElementById("token");
+    remember(input.value.trim());
+    input.value = "";
+    note("");
+    tick();
+  }
+  document.getElementById("show").addEventListener("click", unlock);
+  document.getElementById("token").addEventListener("keydown", function (e) { if (e.key === "Enter") unlock(); });
   function loop() { tick().then(function () { setTimeout(loop, 2000); }); }
   loop();
 })();

@@ -4,6 +4,7 @@ listens, answers over HTTP, and stops cleanly on SIGINT or SIGTERM."""
 import asyncio
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -56,3 +57,16 @@ async def test_a_signal_right_after_the_listening_line_still_stops_it_cleanly():
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 10) == 0
     assert await proc.stdout.read() == b"", "no traceback"
+
+
+async def test_a_port_already_taken_is_one_line_and_exit_1():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "backends.sim", "--port", str(port),
+                                                    cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1 and out == b""
+    assert err.decode().splitlines() == [f"sim-worker sim: cannot listen on 127.0.0.1:{port}: address already in use"]

@@ -82,7 +82,7 @@ async def test_a_body_trickled_past_body_timeout_gets_408_and_body_limits_are_pe
     fleet = await start_fleet(WorkerSpec("gpu0"), config_extra="[server]\nbody_timeout_s = 0.3\nbody_mib = { show = 0.001 }\n")
     host, port = fleet.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    writer.write(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 100\r\n\r\n{\"model\":")
     answer = await asyncio.wait_for(reader.read(4096), 5)
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 0.3s" in answer

@@ -35,7 +35,7 @@ async def test_a_drained_worker_gets_no_new_requests_until_undrained(start_fleet
                                                               "state": "drained"}
     assert {await generate(fleet) for _ in range(6)} == {"gpu1"}
     await fleet.probe()
-    async with fleet.get("/health") as resp:
+    async with fleet.get("/health", headers=AUTH) as resp:
         states = {w["name"]: w["state"] for w in (await resp.json())["workers"]}
     assert states == {"gpu0": "drained", "gpu1": "healthy"}, "a probe does not undo a drain"
     async with fleet.get("/metrics") as resp:

@@ -130,7 +130,9 @@ async def test_demo_starts_a_fleet_and_stops_on_ctrl_c(processes):
 
 
 async def health(url: str) -> dict:
-    async with aiohttp.ClientSession() as http, http.get(url + "/health") as resp:
+    """The full report: its gateway runs with BEACON_ADMIN_TOKEN=tok, and the token reads it."""
+    async with aiohttp.ClientSession() as http, \
+            http.get(url + "/health", headers={"Authorization": "Bearer tok"}) as resp:
         return await resp.json()
 
 
@@ -163,7 +165,7 @@ async def test_sighup_reloads_and_the_admin_commands_drain_undrain_and_reload(pr
         for _ in range(3):
             async with http.post(url + "/api/generate", json={"model": "tiny:1b", "prompt": "x", "stream": False}) as r:
                 assert r.status == 200 and r.headers["X-Beacon-Worker"] == "gpu1"
-    code, out, _ = await run("status", "--url", url)
+    code, out, _ = await run("status", "--url", url, "--token", "tok")  # an admin token is set: the table needs it
     assert "drained" in out.split("gpu0", 1)[1].splitlines()[0]
     assert (await run("undrain", "gpu0", "--url", url, "--token", "tok"))[0] == 0
     assert not (await health(url))["workers"][0]["drained"]

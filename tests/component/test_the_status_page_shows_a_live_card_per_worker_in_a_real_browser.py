@@ -152,6 +152,46 @@ async def test_the_page_renders_a_503_report_and_says_when_the_gateway_is_unreac
     assert [(c["name"], c["state"]) for c in parse_cards(page)] == [("gpu0", "down")]  # the last known state stays
 
 
+async def test_with_a_token_set_strangers_see_the_status_only_and_the_token_opens_the_cards(start_fleet, browser,
+                                                                                          aiohttp_server):
+    dom, _ = browser
+    fleet = await start_fleet(WorkerSpec("gpu0"), settings={"metrics_token": "scrape-token"})
+    page = await dom(fleet.url + "/status")
+    assert 'data-source="live"' in page and 'class="overall ok"' in page
+    assert parse_cards(page) == [] and "gpu0" not in page
+    assert '<div id="unlock" class="unlock">' in page, "the token box is shown"
+
+    # The token an operator typed: the page keeps it in sessionStorage and sends it as a bearer.
+    origin = await serve_seeded_page(aiohttp_server, fleet, "scrape-token")
+    page = await dom(origin + "/seed")
+    assert 'data-source="live"' in page and "scrape-token" not in page
+    assert [(c["name"], c["state"]) for c in parse_cards(page)] == [("gpu0", "healthy")]
+    assert '<div id="unlock" class="unlock" hidden="">' in page
+
+
+async def serve_seeded_page(aiohttp_server, fleet, token: str) -> str:
+    """One origin serving /seed (stores the token as the page's box would, then opens /status), the
+    gateway's /status as a stranger gets it, and the gateway's /health with the page's own headers."""
+    async def seed(request: web.Request) -> web.Response:
+        script = f'sessionStorage.setItem("beacon-gateway-token", "{token}"); location.replace("status");'
+        return web.Response(text=f"<!doctype html><script>{script}</script>", content_type="text/html")
+
+    async def page(request: web.Request) -> web.Response:
+        async with fleet.get("/status") as resp:
+            return web.Response(text=await resp.text(), content_type="text/html")
+
+    async def health(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        async with fleet.get("/health", headers=headers) as resp:
+            return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/seed", seed)
+    app.router.add_get("/status", page)
+    app.router.add_get("/health", health)
+    return str((await aiohttp_server(app)).make_url("")).rstrip("/")
+
+
 def test_server_side_cards_escape_every_string_and_explain_every_state():
     hostile = '<img onerror="alert(1)">'
     worker = {"name": "w1", "kind": "ollama", "tier": "gpu", "state": "draining", "error": hostile, "degraded": None,

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.names import InvalidModelName, Names, canonical
+from gateway.names import MAX_NAME_CHARS, InvalidModelName, Names, canonical
 
 
 @pytest.mark.parametrize(("given", "expected"), [
@@ -32,3 +32,12 @@ def test_aliases_resolve_to_their_model_and_are_normalised_both_ways():
     assert names.resolve("FAST") == "qwen2.5:0.5b"
     assert names.resolve("llama3") == "llama3:latest"
     assert names.is_alias("default") and not names.is_alias("llama3")
+
+
+def test_a_name_longer_than_any_worker_holds_is_refused_by_its_length_and_never_echoed_whole():
+    longest_ollama = "https://" + "h" * 350 + "/" + "n" * 80 + "/" + "m" * 80 + ":" + "t" * 80  # 600 characters
+    assert canonical(longest_ollama).startswith("https://")
+    assert canonical("m" * MAX_NAME_CHARS) == "m" * MAX_NAME_CHARS + ":latest"
+    with pytest.raises(InvalidModelName) as refused:
+        canonical("m" * 16_000_000)
+    assert len(str(refused.value)) < 200 and "16000000 characters" in str(refused.value)

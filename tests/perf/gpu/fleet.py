@@ -88,7 +88,7 @@ class Fleet:
         log.close()
 
     async def health(self, http) -> dict:
-        async with http.get(self.gateway_url + "/health") as resp:
+        async with http.get(self.gateway_url + "/health", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
             return await resp.json()
 
     async def wait_gateway(self, http, seconds: float = 30.0) -> dict:
