@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from gateway.errors import NoCapacity
-from gateway.router import QUEUE, Plan
+from gateway.plan import QUEUE, Plan
 
 
 class Admission:

@@ -1,175 +1,95 @@
-"""Live traffic state owned by the request path: in-flight counts, learned slots, demand.
+"""Live traffic state owned by the request path, as one view over its parts by job: claims and
+counts (claims.py), learned slots, rates and service times (learned.py), conversations' last
+workers and per-model demand (below).
 
-A probe never writes here: what a worker reported a moment ago is already stale, while
-these counts are exact. `claim()` is the guard that makes every increment end in a
-decrement. The router and the warmer read this through the `Load` view; only requests write.
+A probe never writes here: what a worker reported a moment ago is already stale, while these
+counts are exact. The router and the warmer read this through the `Load` view; only requests
+write. Every read is of one worker or one model: none scans the whole fleet's traffic.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-SLOT_CAP = 64  # no learned slot count goes past this; a real server has fewer
-_EWMA = 0.2
+from gateway.claims import Claims
+from gateway.learned import SLOT_CAP, Durations, Rates, Slots
 
-
-@dataclass(slots=True)
-class _Pair:
-    inflight: int = 0
-    generating: int = 0
-    slots: int = 1
-    last_used: float = 0.0
+__all__ = ["SLOT_CAP", "Claim", "Demand", "InFlight", "RetryBudget", "Sessions"]
 
 
-class InFlight:
-    """Per worker and per (worker, model): requests in flight, slots learned, last use."""
+class Sessions:
+    """Conversation key -> the worker that last served it; the oldest forgotten past `max_sessions`."""
 
-    def __init__(self, max_sessions: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._rates: dict[tuple[str, str], float] = {}
-        self._seen_rates: dict[tuple[str, str], tuple[float, float]] = {}  # (worker, model) -> (when, rate)
-        self._slow: dict[str, tuple[float, str, float]] = {}
-        self._workers: dict[str, int] = {}
-        self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._last_request: dict[str, float] = {}
-        self._service_s: dict[str, float] = {}
-        self._load_s: dict[str, float] = {}
-        self._evicted: dict[tuple[str, str], float] = {}
+    def __init__(self, max_sessions: int = 65536) -> None:
         self._sessions: dict[str, str] = {}  # insertion-ordered: oldest first (a plain dict is a third smaller)
-        self._max_sessions = max_sessions
+        self._max = max_sessions
 
-    # -- reads (the router's and warmer's view) ------------------------------------------
-    def get(self, worker: str) -> int:
-        return self._workers.get(worker, 0)
-
-    def view(self) -> Mapping[str, int]:
-        return self._workers
-
-    def model_inflight(self, worker: str, model: str) -> int:
-        pair = self._pairs.get((worker, model))
-        return pair.inflight if pair else 0
-
-    def slots(self, worker: str, model: str) -> int:
-        pair = self._pairs.get((worker, model))
-        return pair.slots if pair else 1
-
-    def last_used(self, worker: str, model: str) -> float:
-        pair = self._pairs.get((worker, model))
-        return pair.last_used if pair else 0.0
-
-    def active_models(self, worker: str, since: float) -> list[str]:
-        """Models this worker got requests for that are in flight or newer than `since` (its last probe)."""
-        return [m for (w, m), p in self._pairs.items() if w == worker and m and (p.inflight or p.last_used > since)]
-
-    def evicted_at(self, worker: str, model: str) -> float:
-        """When we last sent a load to `worker` that evicts `model` (0 when never): until the next
-        probe, the snapshot still lists it resident."""
-        return self._evicted.get((worker, model), 0.0)
-
-    def service_s(self, model: str) -> float | None:
-        return self._service_s.get(model)
-
-    def load_s(self, model: str) -> float | None:
-        return self._load_s.get(model)
-
-    def demand(self) -> Mapping[str, float]:
-        """Model -> monotonic time of its latest request."""
-        return self._last_request
-
-    def session_worker(self, key: str | None) -> str | None:
+    def worker(self, key: str | None) -> str | None:
         return self._sessions.get(key) if key else None
 
-    def decode_rate(self, worker: str, model: str) -> float | None:
-        """Tokens/s this worker decodes this model at, as measured from its answers."""
-        return self._rates.get((worker, model))
-
-    def worker_rate(self, worker: str) -> float | None:
-        rates = [r for (w, _), r in self._rates.items() if w == worker]
-        return sum(rates) / len(rates) if rates else None
-
-    def recent_rate(self, worker: str, window_s: float = 60.0) -> float | None:
-        """For people, not routing: the mean decode rate of this worker's models as last measured
-        within `window_s`, slow outliers included; None when it decoded nothing that recently."""
-        since = self._clock() - window_s
-        rates = [r for (w, _), (at, r) in self._seen_rates.items() if w == worker and at >= since]
-        return sum(rates) / len(rates) if rates else None
-
-    def slow_reason(self, worker: str) -> str | None:
-        """Why this worker counts as degraded by its own answers, while that lasts."""
-        until, reason, _ = self._slow.get(worker, (0.0, "", 0.0))
-        return reason if until > self._clock() else None
-
-    def slow_rate(self, worker: str) -> float | None:
-        """The decode rate that made this worker count as degraded, while that verdict lasts."""
-        until, _, rate = self._slow.get(worker, (0.0, "", 0.0))
-        return rate if until > self._clock() else None
-
-    # -- writes (the request path only) --------------------------------------------------
-    def requested(self, model: str, now: float) -> None:
-        self._last_request[model] = now
-
-    def evicting(self, worker: str, models: Iterable[str], now: float) -> None:
-        for model in models:
-            self._evicted[(worker, model)] = now
-
-    @contextmanager
-    def claim(self, worker: str, model: str = "", now: float = 0.0) -> Iterator[Claim]:
-        self._workers[worker] = self._workers.get(worker, 0) + 1
-        pair = self._pairs.setdefault((worker, model), _Pair())
-        pair.inflight += 1
-        pair.last_used = max(pair.last_used, now)
-        claim = Claim(self, worker, model, pair.inflight)
-        try:
-            yield claim
-        finally:
-            self._workers[worker] -= 1
-            pair.inflight -= 1
-            if claim.started:
-                pair.generating -= 1
-
-    def first_byte(self, worker: str, model: str) -> None:
-        """A stream started: as many streams generating at once as the worker has slots, at least."""
-        pair = self._pairs.setdefault((worker, model), _Pair())
-        pair.generating += 1
-        pair.slots = min(SLOT_CAP, max(pair.slots, pair.generating))
-
-    def learn_slots(self, worker: str, model: str, at_least: int) -> None:
-        """A request the worker served without queueing, sent while `at_least - 1` others were in flight:
-        a FIFO worker served them all at once, so it has at least that many slots."""
-        pair = self._pairs.setdefault((worker, model), _Pair())
-        pair.slots = min(SLOT_CAP, max(pair.slots, at_least))
-
-    def finished(self, model: str, duration_s: float, load_s: float | None) -> None:
-        self._service_s[model] = _ewma(self._service_s.get(model), duration_s)
-        if load_s is not None and load_s > 0.05:  # a real load, not a warm model's bookkeeping
-            self._load_s[model] = _ewma(self._load_s.get(model), load_s)
-
-    def record_rate(self, worker: str, model: str, rate: float, slow_factor: float, degraded_s: float,
-                    concurrency: int = 1) -> None:
-        """A decode rate far below this worker's own learned rate for the model marks it degraded
-        (a lost GPU decodes at CPU speed) for degraded_s; the learned rate ignores such outliers.
-        A batching server splits its speed over the streams it runs (16 streams on an H100 each get
-        about a sixth of one alone), so the verdict weighs the rate by the streams running with it."""
-        self._seen_rates[(worker, model)] = (self._clock(), rate)
-        learned = self._rates.get((worker, model))
-        if learned is not None and rate * max(1, concurrency) < learned / slow_factor:
-            reason = f"decodes {model} at {rate:.0f} tokens/s, {learned / rate:.0f}x below its usual {learned:.0f}"
-            self._slow[worker] = (self._clock() + degraded_s, reason, rate)
-            return
-        self._slow.pop(worker, None)  # back at its usual speed: trusted again at once
-        self._rates[(worker, model)] = _ewma(learned, rate)
-
-    def remember_session(self, key: str | None, worker: str) -> None:
+    def remember(self, key: str | None, worker: str) -> None:
         if not key:
             return
         self._sessions.pop(key, None)  # re-inserted last: the most recently used
         self._sessions[key] = worker
-        if len(self._sessions) > self._max_sessions:
+        if len(self._sessions) > self._max:
             del self._sessions[next(iter(self._sessions))]
+
+
+class Demand:
+    """Model -> monotonic time of its latest request: what the warmer keeps loaded."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def requested(self, model: str, now: float) -> None:
+        self.last[model] = now
+
+
+class InFlight:
+    """The request path's live view over its parts. Each read and write below is the part's own
+    bound method, not a wrapper: the router makes several such calls per candidate worker."""
+
+    def __init__(self, max_sessions: int = 65536, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.claims, self.slots_learned, self.rates = Claims(), Slots(), Rates(clock)
+        self.durations, self.sessions, self.demanded = Durations(), Sessions(max_sessions), Demand()
+        claims, rates, durations = self.claims, self.rates, self.durations
+        # claims and counts
+        self.get, self.view, self.model_inflight = claims.get, claims.view, claims.model_inflight
+        self.last_used, self.active_models, self.used_since = claims.last_used, claims.active_models, claims.used_since
+        self.busy_on, self.evicted_on = claims.busy_on, claims.evicted_on
+        self.evicting, self.evicted_at, self.evicted_since = claims.evicting, claims.evicted_at, claims.evicted_since
+        # learned slots, rates and service times
+        self.slots, self.learn_slots = self.slots_learned.get, self.slots_learned.at_least
+        self.decode_rate, self.worker_rate, self.recent_rate = rates.decode_rate, rates.worker_rate, rates.recent_rate
+        self.slow_reason, self.slow_rate, self.slow_workers = rates.slow_reason, rates.slow_rate, rates.slow_workers
+        self.record_rate = rates.record
+        self.service_s, self.load_s, self.finished = durations.service_s, durations.load_s, durations.finished
+        # sessions and demand
+        self.session_worker, self.remember_session = self.sessions.worker, self.sessions.remember
+        self.requested = self.demanded.requested
+
+    def demand(self) -> Mapping[str, float]:
+        """Model -> monotonic time of its latest request."""
+        return self.demanded.last
+
+    @contextmanager
+    def claim(self, worker: str, model: str = "", now: float = 0.0) -> Iterator[Claim]:
+        with self.claims.claim(worker, model, now) as pair:
+            claim = Claim(self, worker, model, pair.inflight)
+            try:
+                yield claim
+            finally:
+                if claim.started:
+                    self.claims.stopped(pair)
+
+    def first_byte(self, worker: str, model: str) -> None:
+        """A stream started: as many streams generating at once as the worker has slots, at least."""
+        self.slots_learned.at_least(worker, model, self.claims.started(worker, model))
 
 
 class Claim:
@@ -185,10 +105,6 @@ class Claim:
         if not self.started:
             self.started = True
             self._owner.first_byte(self.worker, self.model)
-
-
-def _ewma(old: float | None, value: float) -> float:
-    return value if old is None else old + _EWMA * (value - old)
 
 
 class RetryBudget:

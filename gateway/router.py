@@ -9,217 +9,212 @@ tier; (e) panic: workers the snapshot thinks are down, since health data can be 
 While a resident copy has a free slot nothing else is loaded; when every resident copy is
 busy, the request waits (verdict QUEUE) unless the predicted wait exceeds the predicted
 load time, in which case a replica is loaded where it fits.
+
+Cost grows with the model's copies, not the fleet: a decision reads the model's loaded
+copies, then only as many further workers as the plan's `limit` candidates need (the
+snapshot's indexes give the holders, and healthy GPU workers by free VRAM).
 """
 
 from __future__ import annotations
 
+import heapq
 import zlib
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from gateway import vram
+from gateway.cold import Cold, cold_placements, healthy
+from gateway.plan import CPU_REFUSED, LOADS, QUEUE, UNKNOWN_MODEL, Candidate, Load, Need, Plan, Reason, Verdict
+from gateway.residency import has_slot, is_loaded, slot_count, worker_full
 from gateway.state import Snapshot, WorkerView
 
-UNKNOWN_MODEL = "unknown-model"
-QUEUE = "queue"
-CPU_REFUSED = "cpu-refused"
+# What other modules import from here: the values of a decision live in plan.py, the cold tier in cold.py.
+__all__ = ["CPU_REFUSED", "LOADS", "QUEUE", "UNKNOWN_MODEL", "Candidate", "Load", "Need", "Plan", "Reason", "Verdict",
+           "choose", "cold_placements"]
 
-
-class Load(Protocol):
-    """The live traffic view the router reads (gateway.inflight.InFlight)."""
-
-    def get(self, worker: str) -> int: ...
-    def model_inflight(self, worker: str, model: str) -> int: ...
-    def slots(self, worker: str, model: str) -> int: ...
-    def last_used(self, worker: str, model: str) -> float: ...
-    def evicted_at(self, worker: str, model: str) -> float: ...
-    def active_models(self, worker: str, since: float) -> list[str]: ...
-    def service_s(self, model: str) -> float | None: ...
-    def load_s(self, model: str) -> float | None: ...
-    def session_worker(self, key: str | None) -> str | None: ...
-    def decode_rate(self, worker: str, model: str) -> float | None: ...
-    def worker_rate(self, worker: str) -> float | None: ...
-    def slow_reason(self, worker: str) -> str | None: ...
-    def slow_rate(self, worker: str) -> float | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    worker: str
-    reason: str
-    evicts: tuple[str, ...] = ()
-
-    @property
-    def loads(self) -> bool:
-        return self.reason in ("fits", "unknown-vram", "evict", "replica", "spill", "cpu")
-
-
-@dataclass(frozen=True, slots=True)
-class Need:
-    """What a request asks of a worker, to judge whether a CPU worker can finish it in time."""
-
-    prompt_tokens: int
-    predict_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    model: str
-    candidates: tuple[Candidate, ...]
-    verdict: str = "ok"
-    note: str = ""  # why the CPU tier refused, when it did
-
-    @property
-    def reason(self) -> str:
-        return self.candidates[0].reason if self.candidates else self.verdict
+_NONE: Mapping = MappingProxyType({})
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def choose(snap: Snapshot, load: Load, model: str, session: str | None = None, queued: int = 0,
-           need: Need | None = None) -> Plan:
-    workers = list(snap.workers.values())
-    holders = [w for w in workers if w.has(model)]
-    if not holders:
-        blind = [] if any(w.ever_up for w in workers) else _gpu_first([w for w in workers if w.routable])
-        return Plan(model, tuple(Candidate(w.name, "panic") for w in blind), "ok" if blind else UNKNOWN_MODEL)
-    serving = [w for w in holders if w.serving]
-    gpus = [w for w in serving if w.tier == "gpu"]
-    healthy = [w for w in gpus if not _degraded(w, load)]
-    resident = [w for w in healthy if _resident(w, model, load)]
-    ready = [w for w in resident if _has_slot(w, model, load)]
-    cold = cold_placements(snap, load, model, [w for w in healthy if w not in resident])
-    slow = _degraded_candidates(load, model, [w for w in gpus if w not in healthy])
-    cpu, refusal = _cpu(snap, load, model, [w for w in serving if w.tier == "cpu"], need)
-    tail = slow + cpu if snap.config.failover.degraded_rank == "before_cpu" else cpu + slow
-    panic = [Candidate(w.name, "panic") for w in _gpu_first([w for w in holders if not w.serving and w.routable])]
-    if ready:
-        # Busy loaded copies come after idle capacity: only a failure of the first choices reaches them.
-        busy = [Candidate(w.name, "resident-busy") for w in resident if w not in ready]
-        order = _order_ready(ready, load, model, session) + cold + busy + tail + panic
-        return Plan(model, tuple(order), note=refusal)
-    if resident:
-        spare = [c for c in cold if c.reason in ("fits", "evict")]  # never spill a replica to CPU
-        if spare and _wait_beats_load(snap, load, model, resident, queued):
-            first = Candidate(spare[0].worker, "replica", spare[0].evicts)
-            return Plan(model, (first, *[c for c in cold if c != spare[0]], *tail, *panic), note=refusal)
-        # A degraded copy with a free slot serves now if it would finish before a slot frees up
-        # on the healthy copies; its answer re-measures it.
-        wait_s = _predicted_wait_s(load, model, resident, queued)
-        idle_slow = [c for c in slow if _has_slot(snap.workers[c.worker], model, load)
-                     and _resident(snap.workers[c.worker], model, load)
-                     and _slow_finish_s(snap, load, model, c.worker, need) < wait_s]
-        rest = [c for c in tail if c not in idle_slow]
-        return Plan(model, (*idle_slow, *rest, *panic), note=refusal) if idle_slow else Plan(model, (), QUEUE)
+           need: Need | None = None, limit: int | None = None) -> Plan:
+    """The plan for one request: at most `limit` candidates (default [failover] max_attempts,
+    as many as the proxy tries), in the routing order."""
+    d = _Decision(snap, load, model, session, need, limit or snap.config.failover.max_attempts)
+    if not d.holders:
+        return _no_worker_holds_it(d)
+    if d.ready:
+        return _a_loaded_copy_has_a_slot(d)
+    if d.resident:
+        return _every_loaded_copy_is_busy(d, queued)
+    return _load_it_somewhere(d)
+
+
+def _no_worker_holds_it(d: _Decision) -> Plan:
+    """Unknown to the fleet; before any worker ever answered, every worker is tried blind."""
+    if d.snap.placement.ever_up:
+        return Plan(d.model, (), UNKNOWN_MODEL)
+    blind = _gpu_first([w for w in d.snap.workers.values() if w.routable])[: d.limit]
+    return Plan(d.model, tuple(Candidate(w.name, Reason.PANIC) for w in blind), Verdict.OK if blind else UNKNOWN_MODEL)
+
+
+def _a_loaded_copy_has_a_slot(d: _Decision) -> Plan:
+    """(a) Loaded copies with a free slot; busy loaded copies come after idle capacity: only a
+    failure of the first choices reaches them."""
+    return Plan(d.model, d.take(d.ready_order, d.cold.first, d.busy, d.tail, d.panic), note=d.refusal)
+
+
+def _every_loaded_copy_is_busy(d: _Decision, queued: int) -> Plan:
+    """Load a replica when waiting for a slot would take longer; else a degraded copy with a free
+    slot serves now if it would finish before a slot frees up on the healthy copies (its answer
+    re-measures it); else wait."""
+    copies = [w for _, w in d.resident]
+    if _wait_beats_load(d.snap, d.load, d.model, copies, queued) and (spare := d.cold.spare()) is not None:
+        rest = [c for c in d.cold.first(d.limit) if c != spare]
+        return Plan(d.model, d.take([Candidate(spare.worker, Reason.REPLICA, spare.evicts)], rest, d.tail, d.panic),
+                    note=d.refusal)
+    wait_s = _predicted_wait_s(d.load, d.model, copies, queued)
+    idle_slow = [c for c in d.slow if _serves_slowly_now(d, c.worker, wait_s)]
+    if not idle_slow:
+        return Plan(d.model, (), QUEUE)
+    rest = [c for c in d.tail(len(idle_slow) + d.limit) if c not in idle_slow]
+    return Plan(d.model, d.take(idle_slow, rest, d.panic), note=d.refusal)
+
+
+def _load_it_somewhere(d: _Decision) -> Plan:
+    """(b) fits, (c) evicts, (d) CPU, (e) panic; a full fleet of healthy GPUs means wait."""
+    cold, tail = d.cold.first(d.limit), d.tail(d.limit)
     if cold or tail:
-        return Plan(model, tuple(cold + tail + panic), note=refusal)
-    if healthy:
+        return Plan(d.model, d.take(cold, tail, d.panic), note=d.refusal)
+    if d.any_holder(d.healthy):
         # Every healthy GPU is full or held by models with requests in flight: they drain soon.
-        return Plan(model, (), QUEUE, note=refusal)
-    if refusal:
-        return Plan(model, tuple(panic), "ok" if panic else CPU_REFUSED, note=refusal)
+        return Plan(d.model, (), QUEUE, note=d.refusal)
+    panic = d.panic(d.limit)
+    if d.refusal:
+        return Plan(d.model, panic, Verdict.OK if panic else CPU_REFUSED, note=d.refusal)
     if panic:
-        return Plan(model, tuple(panic))
-    return Plan(model, (), QUEUE if serving else UNKNOWN_MODEL)
+        return Plan(d.model, panic)
+    return Plan(d.model, (), QUEUE if d.any_holder(lambda w: w.serving) else UNKNOWN_MODEL)
 
 
-def _degraded(w: WorkerView, load: Load) -> str | None:
-    return w.degraded or load.slow_reason(w.name)
+class _Decision:
+    """One request's view of the fleet: the model's holders, its loaded copies, and each further
+    tier computed only when a plan reaches it, and only as far as the plan needs."""
+
+    def __init__(self, snap: Snapshot, load: Load, model: str, session: str | None, need: Need | None,
+                 limit: int) -> None:
+        self.snap, self.load, self.model, self.session, self.need, self.limit = snap, load, model, session, need, limit
+        self.workers, self.holders = snap.workers, snap.holders(model)
+        if not self.holders:
+            return
+        self.placement = snap.placement
+        self.slow_now = frozenset(load.slow_workers()) or _NO_NAMES
+        self.resident, self.ready = self._loaded_copies()
+        # Cold holds no reference back to the decision: a decision leaves no cycle for the GC to find.
+        self.cold = Cold(snap, load, model, self.placement, self.slow_now)
+        self._parts: tuple[list[Candidate], list[Candidate], str] | None = None
+
+    def healthy(self, w: WorkerView) -> bool:
+        return healthy(w, self.placement, self.slow_now)
+
+    def _loaded_copies(self) -> tuple[list[tuple[int, WorkerView]], list[tuple[int, WorkerView, float]]]:
+        """Healthy holders with the model loaded, as the last probe said or as we sent it since,
+        and those of them with a free slot (with their in-flight share of slots), config order.
+        The loop reads the per-model indexes at once: it runs for every loaded copy."""
+        load, model, holders, workers = self.load, self.model, self.holders, self.workers
+        degraded, slow = self.placement.degraded, self.slow_now
+        probed = self.snap.listing.resident.get(model, _NONE)
+        recent = load.used_since(model, self.placement.probe_floor)
+        since_probe = {n for n in recent if n in holders and n not in probed}
+        copies = [*probed.items(), *sorted(((n, holders[n]) for n in since_probe), key=lambda t: t[1])]
+        busy, evicted, counts = load.busy_on(model), load.evicted_on(model), load.view()
+        resident, ready = [], []
+        for name, pos in copies:
+            w = workers[name]
+            if not w.serving or w.tier != "gpu" or name in degraded or name in slow:
+                continue
+            inflight = busy.get(name, 0)
+            # Without a request in flight, a probed copy is there unless our load evicted it since.
+            if not inflight and (name in evicted or name in since_probe) and not is_loaded(w, model, load):
+                continue
+            resident.append((pos, w))
+            cap = w.config.max_inflight
+            slots = cap or w.slots_total or load.slots(name, model) + 1
+            if inflight < slots and (cap is None or counts.get(name, 0) < cap):
+                ready.append((pos, w, inflight / slots))
+        if since_probe:
+            resident.sort(key=lambda t: t[0])
+            ready.sort(key=lambda t: t[0])
+        return resident, ready
+
+    def ready_order(self, k: int) -> list[Candidate]:
+        """The session's last worker first; then least busy per slot; ties broken by rendezvous hashing
+        of the session, so new conversations spread over equal workers and each keeps its own."""
+        load, session = self.load, self.session
+        sticky = load.session_worker(session)
+        salt = zlib.crc32(f"{session}\x00".encode()) if session else None
+        keys = [(w.name != sticky, share, load.get(w.name), 0 if salt is None else zlib.crc32(w.name.encode(), salt),
+                 pos, w.name) for pos, w, share in self.ready]
+        best = heapq.nsmallest(k, keys)  # pos breaks the last ties: config order, as a stable sort keeps it
+        return [Candidate(name, Reason.AFFINITY if name == sticky else Reason.RESIDENT) for *_, name in best]
+
+    def busy(self, k: int) -> list[Candidate]:
+        ready = {w.name for _, w, _ in self.ready}
+        return [Candidate(w.name, Reason.RESIDENT_BUSY) for _, w in self.resident if w.name not in ready][:k]
+
+    @property
+    def slow(self) -> list[Candidate]:
+        return self._tail_parts()[0]
+
+    @property
+    def refusal(self) -> str:
+        return self._tail_parts()[2]
+
+    def tail(self, k: int) -> list[Candidate]:
+        """Degraded GPU workers and the CPU tier, in the order [failover] degraded_rank says."""
+        slow, cpu, _ = self._tail_parts()
+        return (slow + cpu if self.snap.config.failover.degraded_rank == "before_cpu" else cpu + slow)[:k]
+
+    def _tail_parts(self) -> tuple[list[Candidate], list[Candidate], str]:
+        if self._parts is None:
+            workers = [self.workers[n] for _, n in self.placement.cpus if n in self.holders]
+            cpu, refusal = _cpu(self.snap, self.load, self.model, workers, self.need)
+            self._parts = (self._degraded(), cpu, refusal)
+        return self._parts
+
+    def _degraded(self) -> list[Candidate]:
+        """Degraded GPU workers still beat nothing: loaded copies with a slot first, then the rest."""
+        load, model = self.load, self.model
+        names = (self.placement.degraded | self.slow_now) & self.holders.keys()
+        usable = [(self.holders[n], w) for n in names if (w := self.workers[n]).serving and w.tier == "gpu"
+                  and not worker_full(w, load)]
+        ranked = sorted(usable, key=lambda t: (not (is_loaded(t[1], model, load) and has_slot(t[1], model, load)),
+                                               load.get(t[1].name), t[0]))
+        return [Candidate(w.name, Reason.DEGRADED) for _, w in ranked]
+
+    def panic(self, k: int) -> tuple[Candidate, ...]:
+        down = [self.workers[n] for _, n in self.placement.down if n in self.holders]
+        return tuple(Candidate(w.name, Reason.PANIC) for w in _gpu_first(down)[:k])
+
+    def any_holder(self, test: Callable[[WorkerView], bool]) -> bool:
+        return any(test(self.workers[n]) for n in self.holders)
+
+    def take(self, *tiers) -> tuple[Candidate, ...]:
+        """The first `limit` candidates of the tiers in order; a tier is a list, or a function of
+        how many more are wanted, called only when the plan reaches it."""
+        out: list[Candidate] = []
+        for tier in tiers:
+            wanted = self.limit - len(out)
+            if wanted <= 0:
+                break
+            out.extend((tier(wanted) if callable(tier) else tier)[:wanted])
+        return tuple(out)
 
 
-def _degraded_candidates(load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
-    """Degraded GPU workers still beat nothing: loaded copies with a slot first, then the rest."""
-    usable = [w for w in workers if not _worker_full(w, load)]
-    ranked = sorted(usable, key=lambda w: (not (_resident(w, model, load) and _has_slot(w, model, load)),
-                                            load.get(w.name)))
-    return [Candidate(w.name, "degraded") for w in ranked]
-
-
-def _resident(w: WorkerView, model: str, load: Load) -> bool:
-    """Resident by the last probe, or by our own traffic since then: a copy we sent requests to
-    after the probe ran is loaded or loading, and one we evicted since is gone, whatever that
-    probe said."""
-    if load.model_inflight(w.name, model):
-        return True
-    probed = w.probed_at if w.probed_at is not None else float("-inf")
-    used = load.last_used(w.name, model)
-    if model in w.resident:
-        return load.evicted_at(w.name, model) <= max(probed, used)
-    return used > probed
-
-
-def _slots(w: WorkerView, model: str, load: Load) -> int:
-    """max_inflight when the operator set it; else the slots the worker reports (llama.cpp);
-    else learned slots plus one request that probes for more (Ollama's OLLAMA_NUM_PARALLEL
-    is not visible over its API)."""
-    return w.config.max_inflight or w.slots_total or load.slots(w.name, model) + 1
-
-
-def _worker_full(w: WorkerView, load: Load) -> bool:
-    return w.config.max_inflight is not None and load.get(w.name) >= w.config.max_inflight
-
-
-def _has_slot(w: WorkerView, model: str, load: Load) -> bool:
-    return not _worker_full(w, load) and load.model_inflight(w.name, model) < _slots(w, model, load)
-
-
-def _order_ready(ready: list[WorkerView], load: Load, model: str, session: str | None) -> list[Candidate]:
-    """The session's last worker first; then least busy per slot; ties broken by rendezvous hashing
-    of the session, so new conversations spread over equal workers and each keeps its own."""
-    sticky = load.session_worker(session)
-    ranked = sorted(ready, key=lambda w: (w.name != sticky, load.model_inflight(w.name, model) / _slots(w, model, load),
-                                          load.get(w.name), _rendezvous(session, w.name)))
-    return [Candidate(w.name, "affinity" if w.name == sticky else "resident") for w in ranked]
-
-
-def cold_placements(snap: Snapshot, load: Load, model: str, workers: list[WorkerView]) -> list[Candidate]:
-    """(b) fits without eviction, most headroom first; unknown VRAM; (c) evicts the coldest idle; spill."""
-    need = vram.footprint(snap, model)
-    fits, unknown, evict, spill = [], [], [], []
-    for w in workers:
-        if _worker_full(w, load):
-            continue
-        free = _free(snap, w, load)
-        if free is None or need is None:
-            unknown.append(w)
-        elif need <= free:
-            fits.append((free - need, load.get(w.name), w))
-        elif (victims := _victims(snap, load, w, need - free)) is not None:
-            evict.append((max((load.last_used(w.name, m) for m in victims), default=0.0), len(victims), w, victims))
-        elif (total := vram.capacity(w)) is not None and need > total:
-            spill.append(w)  # can never fit whole: a partial offload is the only way to serve it here
-        # else: only busy models stand in the way; loading now would make them drain: wait instead
-    out = [Candidate(w.name, "fits") for _, _, w in sorted(fits, key=lambda t: (-t[0], t[1]))]
-    out += [Candidate(w.name, "unknown-vram") for w in sorted(unknown, key=lambda w: load.get(w.name))]
-    out += [Candidate(w.name, "evict", tuple(v)) for _, _, w, v in sorted(evict, key=lambda t: (t[0], t[1]))]
-    return out + [Candidate(w.name, "spill") for w in sorted(spill, key=lambda w: load.get(w.name))]
-
-
-def _free(snap: Snapshot, w: WorkerView, load: Load) -> int | None:
-    """Free VRAM as probed, less what models we sent since then are taking (loads the probe missed)."""
-    free = vram.free(w)
-    if free is None:
-        return None
-    since = w.probed_at if w.probed_at is not None else float("-inf")
-    pending = [m for m in load.active_models(w.name, since) if m not in w.resident]
-    gone = sum(r.size_vram for m, r in w.resident.items() if not _resident(w, m, load))  # evicted by our loads
-    return max(0, free + gone - sum(vram.footprint(snap, m) or 0 for m in pending))
-
-
-def _victims(snap: Snapshot, load: Load, w: WorkerView, missing: int) -> list[str] | None:
-    """The coldest idle, unpinned models whose unloading frees `missing` bytes, or None."""
-    idle = [(load.last_used(w.name, m), r.expires_at or "", m, r.size_vram) for m, r in w.resident.items()
-            if load.model_inflight(w.name, m) == 0 and not _pinned(snap, m, w.name) and _resident(w, m, load)]
-    victims, freed = [], 0
-    for _, _, m, size in sorted(idle):
-        if freed >= missing:
-            break
-        victims.append(m)
-        freed += size
-    return victims if freed >= missing else None
-
-
-def _pinned(snap: Snapshot, model: str, worker: str) -> bool:
-    cfg = snap.config.model(model)
-    return cfg is not None and worker in cfg.pin
+def _serves_slowly_now(d: _Decision, worker: str, wait_s: float) -> bool:
+    w = d.workers[worker]
+    return (has_slot(w, d.model, d.load) and is_loaded(w, d.model, d.load)
+            and _slow_finish_s(d.snap, d.load, d.model, worker, d.need) < wait_s)
 
 
 def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need: Need | None
@@ -227,7 +222,7 @@ def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need
     """CPU workers that can finish this request within cpu_max_expected_s, and if some could
     not, a message saying what the CPU tier can take (a fast clear refusal beats a timeout)."""
     failover = snap.config.failover
-    usable = sorted((w for w in workers if not _worker_full(w, load)),
+    usable = sorted((w for w in workers if not worker_full(w, load)),
                     key=lambda w: (model not in w.resident, load.get(w.name)))
     out, refusal = [], ""
     for w in usable:
@@ -239,7 +234,7 @@ def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need
                        f"tokens at {rate:.0f} tokens/s; this one asks for {need.predict_tokens} (~{expected_s:.0f}s). "
                        "Ask for fewer tokens (num_predict) or retry later")
             continue
-        out.append(Candidate(w.name, "cpu-resident" if model in w.resident else "cpu"))
+        out.append(Candidate(w.name, Reason.CPU_RESIDENT if model in w.resident else Reason.CPU))
     return out, refusal
 
 
@@ -248,7 +243,7 @@ def _predicted_wait_s(load: Load, model: str, resident: list[WorkerView], queued
     service_s = load.service_s(model)
     if service_s is None:
         return 0.0  # nothing measured yet: a guess is no reason to load a model or go slow
-    slots = sum(_slots(w, model, load) for w in resident)
+    slots = sum(slot_count(w, model, load) for w in resident)
     return (queued + 1) * service_s / max(1, slots)
 
 
@@ -266,9 +261,6 @@ def _slow_finish_s(snap: Snapshot, load: Load, model: str, worker: str, need: Ne
     return predict / rate if rate > 0 else float("inf")
 
 
-def _rendezvous(session: str | None, worker: str) -> int:
-    return zlib.crc32(f"{session}\x00{worker}".encode()) if session else 0
-
-
 def _gpu_first(workers: list[WorkerView]) -> list[WorkerView]:
     return sorted(workers, key=lambda w: w.tier != "gpu")
+

@@ -2,7 +2,9 @@
 
 The control loop owns the Snapshot; the request path reads `holder.current` once per
 request. Updaters are plain synchronous `Snapshot -> Snapshot` functions, so the event
-loop serialises them and no lock is needed. Nothing here does I/O or keeps in-flight counts.
+loop serialises them and no lock is needed; a probe round lands in one swap (`with_probes`).
+The indexes routing reads (fleet_index.py) are built once per snapshot, on first use.
+Nothing here does I/O or keeps in-flight counts.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from backends.base import ModelEntry, ModelShape, Probe, ResidentModel
 from gateway.config import RoutingConfig, WorkerConfig
+from gateway.fleet_index import Listing, Placement, build_listing, build_placement, same_listing
 from gateway.gpu import GpuReading, GpuStatus
 from gateway.names import InvalidModelName, Names, canonical
 
 _EMPTY: Mapping = MappingProxyType({})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +46,15 @@ class WorkerView:
     ejections: int = 0
     drained: bool = False  # an operator drained it: no new requests, in-flight ones finish
     warming: bool = False  # added by a reload: takes traffic once the warmer has run for it
+    # The probe's own listing `models` was indexed from: the same listing again is not indexed again.
+    listed: tuple = field(default=(), repr=False, compare=False)
+    # Copies of config.name and config.tier: the router reads them per candidate, many times a request.
+    name: str = field(init=False, repr=False, compare=False)
+    tier: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def tier(self) -> str:
-        return self.config.tier
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.config.name)
+        object.__setattr__(self, "tier", self.config.tier)
 
     @property
     def url(self) -> str:
@@ -117,9 +123,32 @@ class Snapshot:
     footprints: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     shapes: Mapping[str, ModelShape] = field(default_factory=lambda: _EMPTY)
     gpu_status: str = "not read yet"
+    # Indexes derived from the fields above, built on first use; never passed on by dataclasses.replace.
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def worker(self, name: str) -> WorkerView | None:
         return self.workers.get(name)
+
+    @property
+    def listing(self) -> Listing:
+        """Who holds which model (fleet_index.Listing); carried to the next snapshot when it holds."""
+        return self.derived("listing", lambda snap: build_listing(snap.workers))
+
+    @property
+    def placement(self) -> Placement:
+        """The VRAM picture and worker states the router walks (fleet_index.Placement)."""
+        return self.derived("placement", build_placement)
+
+    def derived(self, key: str, build: Callable[[Snapshot], T]) -> T:
+        """A value computed from this snapshot alone (a merged listing, say), built once: every request
+        until the next swap reads the same one, so readers must not change it."""
+        if key not in self._memo:
+            self._memo[key] = build(self)
+        return self._memo[key]
+
+    def holders(self, model: str) -> Mapping[str, int]:
+        """The workers that hold `model` (on disk or resident) -> their position in the config."""
+        return self.listing.holders.get(model, _EMPTY)
 
     def up_workers(self) -> list[WorkerView]:
         return [w for w in self.workers.values() if w.up]
@@ -154,24 +183,48 @@ def with_drain(snap: Snapshot, name: str, drained: bool, now: float) -> Snapshot
     return _replace_worker(snap, dataclasses.replace(old, drained=drained), now)
 
 
+def with_shared(snap: Snapshot, ejected: Mapping[str, float], drained: frozenset[str], now: float) -> Snapshot:
+    """What the other replicas decided, in one swap: ejections (worker -> ejected until, on this
+    process's clock) that outlast ours, and the fleet-wide set of drained workers."""
+    changed: dict[str, WorkerView] = {}
+    for name, w in snap.workers.items():
+        until = ejected.get(name, 0.0)
+        eject = until > now and until > w.ejected_until + 0.5  # ours, or one that ends sooner, gives way
+        drain = name in drained
+        if eject or drain != w.drained:
+            changed[name] = dataclasses.replace(
+                w, drained=drain, **({"ejected_until": until, "last_error": "ejected by another gateway replica "
+                                      f"for {until - now:.0f}s"} if eject else {}))
+    return _replace_workers(snap, changed, now)
+
+
 def with_warmed(snap: Snapshot, names: set[str], now: float) -> Snapshot:
     """The warmer has run for these workers since they came up: they take traffic now."""
-    for name in names:
-        old = snap.workers.get(name)
-        if old is not None and old.warming and old.up:
-            snap = _replace_worker(snap, dataclasses.replace(old, warming=False), now)
-    return snap
+    warmed = {name: dataclasses.replace(old, warming=False) for name in names
+              if (old := snap.workers.get(name)) is not None and old.warming and old.up}
+    return _replace_workers(snap, warmed, now)
 
 
 def with_probe(snap: Snapshot, name: str, probe: Probe, now: float) -> Snapshot:
-    old = snap.workers.get(name)
-    if old is None:  # removed by a reload while the probe was in flight
+    return with_probes(snap, {name: probe}, now)
+
+
+def with_probes(snap: Snapshot, probes: Mapping[str, Probe], now: float) -> Snapshot:
+    """Probe results in one swap, applied in order. A model's footprint is what it took when it
+    was last seen loaded. A worker removed by a reload while its probe was in flight is skipped."""
+    changed = {name: _apply_probe(old, probe, snap.config, now) for name, probe in probes.items()
+               if (old := snap.workers.get(name)) is not None}
+    if not changed:
         return snap
-    new = _replace_worker(snap, _apply_probe(old, probe, snap.config, now), now)
-    learned = {m: r.size for m, r in new.workers[name].resident.items() if r.size and snap.footprints.get(m) != r.size}
-    if learned:  # a model's footprint is what it took when it was last seen loaded
-        new = dataclasses.replace(new, footprints=MappingProxyType({**snap.footprints, **learned}))
-    return new
+    new = _replace_workers(snap, changed, now)
+    footprints, learned = dict(snap.footprints), False
+    for worker in changed.values():
+        for model, r in worker.resident.items():
+            if r.size and footprints.get(model) != r.size:
+                footprints[model], learned = r.size, True
+    if not learned:
+        return new
+    return _carry_listing(new, dataclasses.replace(new, footprints=MappingProxyType(footprints)))
 
 
 def with_gpu(snap: Snapshot, status: GpuStatus) -> Snapshot:
@@ -182,11 +235,20 @@ def with_gpu(snap: Snapshot, status: GpuStatus) -> Snapshot:
         reading = status.readings.get(index) if status.available and index is not None else None
         workers[name] = w if reading == w.gpu else dataclasses.replace(w, gpu=reading)
     text = "ok" if status.available else status.reason
-    return dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), gpu_status=text)
+    new = dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), gpu_status=text)
+    return _carry_listing(snap, new)
 
 
 def with_shape(snap: Snapshot, model: str, shape: ModelShape) -> Snapshot:
-    return dataclasses.replace(snap, version=snap.version + 1, shapes=MappingProxyType({**snap.shapes, model: shape}))
+    return with_shapes(snap, {model: shape})
+
+
+def with_shapes(snap: Snapshot, shapes: Mapping[str, ModelShape]) -> Snapshot:
+    """KV-cache shapes learned from /api/show, in one swap."""
+    if not shapes:
+        return snap
+    new = dataclasses.replace(snap, version=snap.version + 1, shapes=MappingProxyType({**snap.shapes, **shapes}))
+    return _carry_listing(snap, new)
 
 
 def with_failure(snap: Snapshot, name: str, error: str, now: float) -> Snapshot:
@@ -226,10 +288,9 @@ def with_outcome(snap: Snapshot, name: str, ok: bool, now: float) -> Snapshot:
 
 
 def with_ejections_expired(snap: Snapshot, now: float) -> Snapshot:
-    expired = [w for w in snap.workers.values() if w.ejected_until and w.ejected_until <= now]
-    for w in expired:
-        snap = _replace_worker(snap, dataclasses.replace(w, ejected_until=0.0), now)
-    return snap
+    expired = {w.name: dataclasses.replace(w, ejected_until=0.0) for w in snap.workers.values()
+               if w.ejected_until and w.ejected_until <= now}
+    return _replace_workers(snap, expired, now)
 
 
 def _apply_probe(old: WorkerView, probe: Probe, config: RoutingConfig, now: float) -> WorkerView:
@@ -245,7 +306,8 @@ def _apply_probe(old: WorkerView, probe: Probe, config: RoutingConfig, now: floa
     return dataclasses.replace(
         old, up=up, ever_up=old.ever_up or up, successes=successes, failures=0, probed_at=now, last_error=None,
         down_since=None if up else old.down_since, version=probe.version or old.version, slots_total=probe.slots_total,
-        models=_index(probe.models), resident=_index(probe.resident),
+        models=old.models if probe.models and probe.models is old.listed else _index(probe.models),
+        listed=probe.models, resident=_index(probe.resident),
     )
 
 
@@ -260,9 +322,26 @@ def _index(items: tuple) -> Mapping:
 
 
 def _replace_worker(snap: Snapshot, worker: WorkerView, now: float) -> Snapshot:
+    return _replace_workers(snap, {worker.name: worker}, now)
+
+
+def _replace_workers(snap: Snapshot, changed: Mapping[str, WorkerView], now: float) -> Snapshot:
+    """One new snapshot with these workers replaced (the same snapshot when there are none)."""
+    if not changed:
+        return snap
     workers = dict(snap.workers)
-    workers[worker.name] = worker
-    return dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), updated_at=now)
+    workers.update(changed)
+    new = dataclasses.replace(snap, version=snap.version + 1, workers=MappingProxyType(workers), updated_at=now)
+    return _carry_listing(snap, new, changed)
+
+
+def _carry_listing(old: Snapshot, new: Snapshot, changed: Mapping[str, WorkerView] | None = None) -> Snapshot:
+    """The old snapshot's listing goes on when no changed worker lists anything new: most swaps
+    (health, drains, ejections, a probe round where nothing loaded) rebuild nothing."""
+    listing = old._memo.get("listing")
+    if listing is not None and all(same_listing(old.workers[n], w) for n, w in (changed or {}).items()):
+        new._memo["listing"] = listing
+    return new
 
 
 class SnapshotHolder:

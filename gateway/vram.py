@@ -8,7 +8,10 @@ its file size plus the KV cache its context needs, else config `[models."X"] vra
 
 from __future__ import annotations
 
-from gateway.state import Snapshot, WorkerView
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # state's indexes read this module: types only, no import cycle
+    from gateway.state import Snapshot, WorkerView
 
 GIB = 1024**3
 
@@ -36,7 +39,7 @@ def footprint(snap: Snapshot, model: str) -> int | None:
     learned = snap.footprints.get(model)
     if learned:
         return learned
-    on_disk = max((w.models[model].size for w in snap.workers.values() if model in w.models), default=0)
+    on_disk = snap.listing.disk_size.get(model, 0)
     if on_disk:
         shape = snap.shapes.get(model)
         return on_disk + (shape.kv_bytes(snap.config.routing.kv_context) if shape else 0)

@@ -19,13 +19,14 @@ import aiohttp
 import structlog
 
 from backends import for_kind
+from backends.upstream import describe
+from gateway import state
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.names import InvalidModelName, canonical
 from gateway.probes import Prober
 from gateway.router import Load, cold_placements
-from gateway import state
-from gateway.state import Snapshot, SnapshotHolder
+from gateway.state import Snapshot, SnapshotHolder, WorkerView
 
 log = structlog.get_logger("gateway.warmer")
 NEW_COPY = ("fits", "unknown-vram", "evict")
@@ -72,16 +73,25 @@ def _wants(snap: Snapshot, demand: dict[str, float], now: float) -> dict[str, _W
 
 
 def _plan_model(snap: Snapshot, load: Load, model: str, want: _Want, wall_now: float) -> list[Warmup]:
-    gpus = [w for w in snap.workers.values() if w.up and not w.drained and w.tier == "gpu" and w.has(model)]
-    resident = [w for w in gpus if model in w.resident]
+    """Reads the model's holders from the snapshot's index, and its holders without a copy only
+    when a copy is missing: a fleet of a thousand workers costs what the model's copies do."""
+    holders = snap.holders(model)  # config order
+
+    def usable(name: str) -> WorkerView | None:
+        w = snap.workers[name]
+        return w if w.up and not w.drained and w.tier == "gpu" else None
+
+    resident = [w for n in snap.listing.resident.get(model, {}) if (w := usable(n))]
     soon = wall_now + snap.config.warmer.rearm_before_s
     plan = [Warmup(w.name, model, "rearm", want.keep_alive) for w in resident
             if (expiry := expires_at(w.resident[model].expires_at)) is not None and expiry <= soon]
-    pinned = [w for w in gpus if w.name in want.pins and model not in w.resident]
+    pins = sorted((n for n in set(want.pins) if n in holders), key=holders.__getitem__)
+    pinned = [w for n in pins if (w := usable(n)) and model not in w.resident]
     plan += [Warmup(w.name, model, "pin", want.keep_alive) for w in pinned]
     missing = want.copies - len(resident) - len(pinned)
     if missing > 0:
-        spare = [w for w in gpus if model not in w.resident and w not in pinned]
+        taken = {w.name for w in pinned}
+        spare = [w for n in holders if (w := usable(n)) and model not in w.resident and n not in taken]
         places = [c for c in cold_placements(snap, load, model, spare) if c.reason in NEW_COPY][:missing]
         plan += [Warmup(c.worker, model, want.reason, want.keep_alive) for c in places]
     return plan
@@ -130,11 +140,12 @@ class Warmer:
                 model_id = worker.upstream_id(warmup.model)
                 await for_kind(worker.config.kind).warm(self._session, worker.url, model_id, warmup.keep_alive,
                                                          snap.config.failover.first_byte_timeout_s,
-                                                         headers=worker.config.auth_headers())
+                                                         headers=worker.config.auth_headers(),
+                                                         max_bytes=snap.config.health.max_probe_bytes)
             except Exception as exc:  # a failed warm-up is retried next round; it must not stop the loop
                 log.warning("warmup.failed", worker=warmup.worker, model=warmup.model, reason=warmup.reason,
-                            error=f"{type(exc).__name__}: {exc}")
+                            error=describe(exc))
                 return
         if warmup.reason != "rearm":
-            self._metrics.loads.labels(warmup.worker, warmup.model, warmup.reason).inc()
+            self._metrics.count_load(self._holder.current, warmup.worker, warmup.model, warmup.reason)
             log.info("model.warmed", worker=warmup.worker, model=warmup.model, reason=warmup.reason)

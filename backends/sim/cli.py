@@ -1,4 +1,5 @@
-"""`beacon-gateway sim-worker` / `python -m backends.sim`: one simulated Ollama worker on a port.
+"""`beacon-gateway sim-worker` / `python -m backends.sim`: one simulated Ollama worker on a port
+(or, with `--workers N`, N of them in one process: backends/sim/fleet.py).
 
 Parses flags, builds the worker, serves until SIGINT or SIGTERM. No routing, no gateway imports.
 """
@@ -7,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import sys
 
 from aiohttp import web
 
 from backends.sim.app import build_sim_app
 from backends.sim.engine import SimWorker
+from backends.sim.fleet import add_fleet_arguments, serve_fleet
 from backends.sim.models import GIB, parse_models
 
 DEFAULT_MODELS = "llama3.2:1b=1.3GiB,qwen2.5:7b=4.7GiB,nomic-embed-text=0.27GiB"
@@ -30,6 +34,7 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-parallel", type=int, default=4)
     parser.add_argument("--max-queue", type=int, default=512)
     parser.add_argument("--max-loaded-models", type=int, default=3)
+    add_fleet_arguments(parser)
 
 
 def worker_from_args(ns: argparse.Namespace) -> SimWorker:
@@ -39,8 +44,8 @@ def worker_from_args(ns: argparse.Namespace) -> SimWorker:
 
 
 def run_from_args(ns: argparse.Namespace) -> None:
-    """Serve until SIGINT or SIGTERM, then stop cleanly."""
-    asyncio.run(_serve(ns))
+    """Serve until SIGINT or SIGTERM, then stop cleanly; `--workers N` serves N workers on N ports."""
+    asyncio.run(serve_fleet(ns) if getattr(ns, "workers", 1) > 1 else _serve(ns))
 
 
 async def _serve(ns: argparse.Namespace) -> None:
@@ -53,7 +58,12 @@ async def _serve(ns: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
-        await web.TCPSite(runner, ns.host, ns.port, reuse_address=True).start()
+        try:
+            await web.TCPSite(runner, ns.host, ns.port, reuse_address=True).start()
+        except OSError as exc:  # one line, not a traceback: the port is taken, or no such address
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            print(f"sim-worker {ns.name}: cannot listen on {ns.host}:{ns.port}: {why}", file=sys.stderr)
+            raise SystemExit(1) from None
         port = runner.addresses[0][1]
         print(f"sim-worker {ns.name} ({ns.tier}, {len(worker.disk)} models) listening on http://{ns.host}:{port}",
               flush=True)

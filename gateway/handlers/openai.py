@@ -73,10 +73,16 @@ async def one_model(request: web.Request) -> web.Response:
 
 
 def _merged(snap: Snapshot) -> dict[str, dict]:
+    """Every model a healthy worker holds, as OpenAI objects: built once per snapshot, not per request."""
+    return snap.derived("openai.models", _merge)
+
+
+def _merge(snap: Snapshot) -> dict[str, dict]:
     merged: dict[str, dict] = {}
     for worker in snap.up_workers():
         for name, entry in worker.models.items():
-            merged.setdefault(name, model_object(name, entry.raw.get("modified_at")))
+            if name not in merged:  # one date parse per model, not one per worker listing it
+                merged[name] = model_object(name, entry.raw.get("modified_at"))
     return merged
 
 

@@ -78,8 +78,9 @@ def test_degraded_gpu_workers_rank_after_healthy_ones_and_before_the_cpu_tier():
     snap = state.with_gpu(snap, GpuStatus(True, "", {2: GpuReading(2, False, error="GPU is lost")}))
     assert "spilled to CPU" in snap.worker("gpu0").degraded and "GPU is lost" in snap.worker("gpu2").degraded
     assert snap.worker("gpu0").state == "degraded"
-    assert names(choose(snap, InFlight(), M)) == [("gpu1", "unknown-vram"), ("gpu0", "degraded"),
-                                                  ("gpu2", "degraded"), ("cpu0", "cpu")]
+    # limit=4: a plan holds max_attempts (3) candidates unless asked for more; the whole order is the point here
+    assert names(choose(snap, InFlight(), M, limit=4)) == [("gpu1", "unknown-vram"), ("gpu0", "degraded"),
+                                                           ("gpu2", "degraded"), ("cpu0", "cpu")]
     after = config(("gpu0", "gpu"), ("cpu0", "cpu"), extra='[failover]\ndegraded_rank = "after_cpu"\n')
     snap = snapshot(after, {"gpu0": spilled(), "cpu0": probe(disk=[M])})
     assert names(choose(snap, InFlight(), M)) == [("cpu0", "cpu"), ("gpu0", "degraded")]

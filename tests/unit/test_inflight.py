@@ -70,3 +70,29 @@ def test_a_request_served_without_waiting_teaches_the_slots_it_shared():
     assert load.slots("gpu0", M) == 3
     load.learn_slots("gpu0", M, 2)
     assert load.slots("gpu0", M) == 3, "slots never shrink from a smaller observation"
+
+
+def test_recent_use_and_evictions_are_read_newest_first_and_stop_at_the_oldest_asked():
+    load = InFlight()
+    with load.claim("gpu0", M, now=10.0):
+        pass
+    with load.claim("gpu1", M, now=20.0):
+        held = list(load.used_since(M, 15.0))
+    assert held == ["gpu1"]
+    with load.claim("gpu2", M, now=30.0), load.claim("gpu0", M, now=40.0):
+        assert set(load.used_since(M, 25.0)) == {"gpu2", "gpu0"}
+        assert dict(load.busy_on(M)) == {"gpu2": 1, "gpu0": 1}
+    assert list(load.used_since(M, 25.0)) == ["gpu0", "gpu2"] and not load.busy_on(M)
+    load.evicting("gpu1", ["x:latest"], now=50.0)
+    assert list(load.evicted_since(45.0)) == ["gpu1"] and dict(load.evicted_on("x:latest")) == {"gpu1": 50.0}
+    assert load.active_models("gpu0", since=35.0) == [M] and load.active_models("gpu9", since=0.0) == []
+
+
+def test_a_clock_that_goes_back_still_finds_every_recent_use():
+    load = InFlight()
+    with load.claim("gpu0", M, now=50.0):
+        pass
+    with load.claim("gpu1", M, now=5.0):  # earlier than the last: the time order no longer holds
+        pass
+    assert set(load.used_since(M, 4.0)) == {"gpu0", "gpu1"}
+    assert list(load.used_since(M, 10.0)) == ["gpu0"]

@@ -79,3 +79,30 @@ async def test_holder_wakes_waiters_with_the_new_snapshot():
     await asyncio.sleep(0)
     new = holder.update(lambda s: state.with_probe(s, "gpu0", probe(disk=[M]), 1.0))
     assert await waiter is new
+
+
+def test_a_probe_round_is_one_new_snapshot_and_keeps_the_listing_index_while_nothing_loads():
+    cfg = config(*((f"gpu{i}", "gpu") for i in range(50)))
+    probes = {f"gpu{i}": probe(disk=[M, "other:latest"], resident=[M] if i % 10 == 0 else []) for i in range(50)}
+    snap = state.with_probes(snapshot(cfg, {}), probes, 1.0)
+    assert snap.version == 2, "fifty results, one swap"
+    assert set(snap.holders(M)) == {f"gpu{i}" for i in range(50)}
+    assert list(snap.listing.resident[M]) == ["gpu0", "gpu10", "gpu20", "gpu30", "gpu40"]
+    again = state.with_probes(snap, probes, 3.0)
+    assert again.version == 3 and again.listing is snap.listing, "nothing listed changed: the index holds"
+    loaded = state.with_probes(again, {"gpu1": probe(disk=[M, "other:latest"], resident=[M])}, 5.0)
+    assert loaded.listing is not again.listing and "gpu1" in loaded.listing.resident[M]
+    assert state.with_drain(loaded, "gpu3", True, 6.0).listing is loaded.listing, "a drain lists nothing new"
+
+
+def test_the_placement_index_is_healthy_gpus_by_free_vram_most_first():
+    from tests.unit.fleet import resident_probe, with_vram
+
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), ("gpu2", "gpu"), ("cpu0", "cpu"))
+    snap = snapshot(cfg, {"gpu0": resident_probe(resident={M: 10}), "gpu1": resident_probe(resident={M: 2}),
+                          "gpu2": resident_probe(), "cpu0": resident_probe()})
+    snap = with_vram(state.with_drain(snap, "gpu2", True, 101.0), {"gpu0": 24, "gpu1": 24, "gpu2": 24})
+    placed = snap.placement
+    assert [name for _, _, name in placed.by_free] == ["gpu1", "gpu0"]
+    assert [name for _, name in placed.cpus] == ["cpu0"] and placed.down == () and placed.ever_up
+    assert placed.probe_floor == 100.0
