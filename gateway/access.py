@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from gateway.cluster import Cluster
 from gateway.config import ClientConfig, RoutingConfig
 from gateway.errors import Forbidden, TooManyRequests, Unauthorized
 
@@ -35,11 +36,21 @@ def hash_key(key: str) -> str:
 
 
 def bearer(request: web.Request) -> str | None:
+    """The bearer token the request carries, or None: also when the header is not UTF-8. aiohttp
+    keeps such bytes as lone surrogates, which no key can match and which no `.encode()` survives."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    token = value.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        token.encode()
+    except UnicodeEncodeError:
+        return None
+    return token
 
 
 def token_matches(request: web.Request, token: str) -> bool:
+    """Whether the request carries `token` (the metrics or admin token), compared in constant time."""
     given = bearer(request)
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
@@ -66,31 +77,67 @@ class Access:
             raise Unauthorized("unknown API key", headers=dict(_BEARER))
         return client
 
-    def admit(self, client: ClientConfig, path: str) -> None:
-        """Checks that need no body: model management rights and the request-rate limit."""
-        if path.startswith(MANAGE_PATHS) and not client.manage:
-            raise Forbidden(f"client {client.name!r} may not manage models ({path}); set manage = true for it")
-        if client.requests_per_minute:
-            now, window = self._clock(), self._recent.setdefault(client.name, deque())
-            while window and now - window[0] >= 60.0:
-                window.popleft()
-            if len(window) >= client.requests_per_minute:
-                wait = math.ceil(60.0 - (now - window[0]))
-                raise TooManyRequests(f"client {client.name!r} is over its {client.requests_per_minute} requests "
-                                      "per minute", wait)
-            window.append(now)
+    async def admit(self, client: ClientConfig, path: str, cluster: Cluster | None = None) -> bool:
+        """Checks that need no body: the management right, the concurrency cap, the request rate.
+        Only a request that passes all three takes a place and counts against the rate: one turned
+        away here costs nothing (a max_concurrent refusal must not use up requests_per_minute), while
+        one let in counts even if its body is then refused (400, 403), since reading and judging it
+        was work and a loop of bad requests must not be free.
 
-    def enter(self, client: ClientConfig) -> None:
-        """Take one of the client's concurrent-request places, or refuse with 429."""
+        With replicas sharing state the limits hold fleet-wide, counted in Redis; while Redis is out
+        of reach each replica counts alone. Returns whether the place was taken in Redis (pass it to
+        `leave`)."""
+        if path.startswith(MANAGE_PATHS) and not client.manage:
+            route = "/api/blobs" if path.startswith("/api/blobs/") else path  # the digest part is client text
+            raise Forbidden(f"client {client.name!r} may not manage models ({route}); set manage = true for it")
+        if cluster is not None and cluster.shared and (client.max_concurrent or client.requests_per_minute):
+            shared = await self._admit_shared(client, cluster)
+            if shared:
+                return True
+        self._admit_local(client)
+        return False
+
+    async def _admit_shared(self, client: ClientConfig, cluster: Cluster) -> bool:
+        """Fleet-wide limits; False when Redis did not answer (the caller counts locally)."""
+        total = await cluster.enter(client.name, client.max_concurrent)
+        if total is None:
+            return False
+        if total < 0:
+            raise TooManyRequests(f"client {client.name!r} already has {-total} requests in flight across the "
+                                  f"gateway's replicas (max_concurrent {client.max_concurrent})", 1)
+        wait = await cluster.rate(client.name, client.requests_per_minute) if client.requests_per_minute else 0.0
+        if wait:
+            await cluster.leave(client.name)
+            raise TooManyRequests(f"client {client.name!r} is over its {client.requests_per_minute} requests "
+                                  "per minute", math.ceil(wait))
+        return True
+
+    def _admit_local(self, client: ClientConfig) -> None:
+        window = self._window(client)
+        if client.requests_per_minute and len(window) >= client.requests_per_minute:
+            wait = math.ceil(60.0 - (self._clock() - window[0]))
+            raise TooManyRequests(f"client {client.name!r} is over its {client.requests_per_minute} requests "
+                                  "per minute", wait)
         count = self._inflight.get(client.name, 0)
         if client.max_concurrent and count >= client.max_concurrent:
             raise TooManyRequests(f"client {client.name!r} already has {count} requests in flight "
                                   f"(max_concurrent {client.max_concurrent})", 1)
         self._inflight[client.name] = count + 1
+        if client.requests_per_minute:
+            window.append(self._clock())
 
-    def leave(self, client: ClientConfig) -> None:
-        self._inflight[client.name] -= 1
+    def _window(self, client: ClientConfig) -> deque[float]:
+        """The client's admissions in the last 60 s (a sliding window)."""
+        now, window = self._clock(), self._recent.setdefault(client.name, deque())
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        return window
 
+    async def leave(self, client: ClientConfig, shared: bool, cluster: Cluster | None = None) -> None:
+        if shared and cluster is not None:
+            await cluster.leave(client.name)
+        else:
+            self._inflight[client.name] -= 1
 
 
 def allow_model(request: web.Request, model: str) -> None:
@@ -98,9 +145,16 @@ def allow_model(request: web.Request, model: str) -> None:
     client = request.get(CLIENT)
     if client is None or not client.models:
         return
-    if not any(fnmatch.fnmatchcase(model, pattern) or fnmatch.fnmatchcase(model.removesuffix(":latest"), pattern)
+    if not any(name_matches(model, pattern) or name_matches(model.removesuffix(":latest"), pattern)
                for pattern in client.models):
         raise Forbidden(f"client {client.name!r} may not use model {model!r}")
+
+
+def name_matches(model: str, pattern: str) -> bool:
+    """A shell pattern whose wildcards stay within one `/` part of the name: `qwen*` must not match
+    `qwen.evil.com/ns/model`, which Ollama reads as a model on another registry host."""
+    parts, wanted = model.split("/"), pattern.split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
 def allowed_models(request: web.Request, names: list[str]) -> list[str]:
@@ -145,8 +199,7 @@ async def access_middleware(request: web.Request,
         return await handler(request)
     request[CLIENT] = client
     try:
-        access.admit(client, path)
-        access.enter(client)
+        shared = await access.admit(client, path, gw.cluster)
     except (Forbidden, TooManyRequests) as exc:  # refused before any handler could count it
         reason = "rate_limited" if isinstance(exc, TooManyRequests) else "forbidden"
         gw.metrics.requests.labels(_endpoint_label(request), "none", "none", reason).inc()
@@ -155,7 +208,7 @@ async def access_middleware(request: web.Request,
     try:
         return await handler(request)
     finally:
-        access.leave(client)
+        await access.leave(client, shared, gw.cluster)
 
 
 def _endpoint_label(request: web.Request) -> str:

@@ -6,15 +6,18 @@ arguments, so tests pass real fakes instead of patching. No request logic lives 
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
-from gateway import state
+from backends.upstream import refuse_redirects
+from gateway import cors, state
 from gateway.access import ACCESS, Access, access_middleware
 from gateway.admission import Admission
+from gateway.cluster import Cluster, LocalState
 from gateway.config import RoutingConfig
 from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
@@ -22,12 +25,14 @@ from gateway.errors import error_middleware
 from gateway.gpu import GpuReader, NvmlReader
 from gateway.handlers import admin, manage, ollama, openai, ops, status_page
 from gateway.handlers.common import request_id_middleware
+from gateway.hosts import host_check
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
 from gateway.reload import Reloader
 from gateway.settings import Settings
+from gateway.shared_load import SharedLoad, local_state, shared_facts
 from gateway.warmer import Warmer
 
 
@@ -35,8 +40,10 @@ def build_app(settings: Settings, config: RoutingConfig, *, clock: Callable[[], 
               gpu_reader: GpuReader | None = None, session: aiohttp.ClientSession | None = None,
               run_loops: bool = True) -> web.Application:
     """A ready-to-run gateway. With run_loops=False nothing runs on a timer: tests drive `prober.step()`."""
-    app = web.Application(middlewares=[request_id_middleware, error_middleware, access_middleware],
+    app = web.Application(middlewares=[request_id_middleware, error_middleware, *host_check(settings),
+                                       cors.cors_middleware(cors.Origins(settings.extra_origins)), access_middleware],
                           client_max_size=1024**4)
+    app.on_response_prepare.append(cors.on_prepare)  # before the head goes out: streams carry it too
     app[ACCESS] = Access(clock)
     _add_routes(app)
     app.cleanup_ctx.append(_lifecycle(settings, config, clock, gpu_reader, session, run_loops))
@@ -49,13 +56,17 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         session = injected or new_session()
         holder = state.SnapshotHolder(state.initial(config, wall_now=time.time(), now=clock()))
         inflight, metrics = InFlight(clock=clock), Metrics()
+        admission = Admission()
+        cluster = _cluster(settings, holder, inflight, admission, clock)
+        load = SharedLoad(inflight, cluster, clock) if cluster.enabled else inflight  # what routing reads
         prober = Prober(holder, session, clock)
         gpus = GpuWatch(holder, gpu_reader or NvmlReader())
-        warmer = Warmer(holder, inflight, session, prober, metrics, clock)
-        admission = Admission()
-        metrics.watch(lambda: holder.current, inflight.view, admission.depths, inflight.slow_reason)
+        warmer = Warmer(holder, load, session, prober, metrics, clock)
+        metrics.watch(lambda: holder.current, load.view, admission.depths, inflight.slow_reason)
         metrics.watch_process()
-        proxy = Proxy(session, holder, inflight, metrics, clock, on_release=admission.release)
+        metrics.watch_cluster(cluster)
+        # `load`, not `inflight`: with replicas, a claim's peers (what slots are learned from) are fleet-wide
+        proxy = Proxy(session, holder, load, metrics, clock, on_release=admission.release, cluster=cluster)
 
         async def after_swap(added: set[str]) -> None:
             await prober.refresh(added)  # added workers: probed and warmed now, not a loop interval later
@@ -63,30 +74,53 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
 
         reloader = Reloader(holder, settings.config, inflight, metrics, clock, after_swap)
         app[GATEWAY] = Gateway(settings, holder, inflight, metrics, session, proxy, prober, admission, warmer, gpus,
-                               clock, reloader)
+                               clock, reloader, cluster, load)
+        await cluster.start()  # unreachable Redis is not fatal: the replica starts alone and says so
         loops = Loops()
         loops.watch(holder, admission.wake_all)  # a worker that comes up may serve someone waiting
         if run_loops:
             await gpus.step()
             await prober.step()  # start serving with a picture of the fleet, not an empty one
-            loops.start(lambda: holder.current.config.health.interval_s, prober.step, "probes")
+            # What the process holds now (modules, config, the first picture of the fleet) mostly lives as
+            # long as it does: out of the collector's walk, a full collection at 1,000 workers takes a
+            # fifth of the time (a pause of the event loop, and CPU every probe round pays for).
+            gc.collect()
+            gc.freeze()
+            loops.start(lambda: holder.current.config.health.interval_s,
+                        lambda: prober.step(holder.current.config.health.jitter_s), "probes")
             loops.start(lambda: holder.current.config.health.interval_s, gpus.step, "gpu")
             loops.start(lambda: holder.current.config.warmer.interval_s, warmer.step, "warmer")
             loops.start(lambda: holder.current.config.server.config_poll_s or 5.0, reloader.watch_step, "config")
+            if cluster.enabled:
+                loops.start(lambda: settings.redis_sync_s, cluster.step, "cluster")
         try:
             yield
         finally:
             await loops.stop()
+            await cluster.close()
             if injected is None:
                 await session.close()
 
     return context
 
 
+def _cluster(settings: Settings, holder: state.SnapshotHolder, inflight: InFlight, admission: Admission,
+             clock: Callable[[], float]) -> Cluster:
+    """Shared state through Redis when BEACON_REDIS_URL is set; else a lone process's, which shares nothing."""
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+
+    def local() -> LocalState:  # what this replica's traffic did within about two probe rounds
+        return local_state(inflight, admission.depths(), 2 * holder.current.config.health.interval_s, holder, clock)
+
+    return Cluster(url, local, prefix=settings.redis_prefix, lease_s=settings.redis_lease_s,
+                   on_sync=lambda view: shared_facts(holder, view, clock))
+
+
 def new_session() -> aiohttp.ClientSession:
     # No pool limit: the gateway's own admission decides concurrency, not the connector.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False,
+    # refuse_redirects: a worker's 3xx is a failed attempt, never a hop to wherever Location points.
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, middlewares=(refuse_redirects,),
                                  skip_auto_headers=("User-Agent", "Accept-Encoding"))
 
 

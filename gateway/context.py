@@ -6,14 +6,16 @@ Built only by app.build_app; handlers read it from `request.app[GATEWAY]`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 
 from gateway.admission import Admission
+from gateway.cluster import Cluster
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
+from gateway.plan import Load
 from gateway.probes import GpuWatch, Prober
 from gateway.proxy import Proxy
 from gateway.reload import Reloader
@@ -36,6 +38,13 @@ class Gateway:
     gpus: GpuWatch
     clock: Callable[[], float]
     reloader: Reloader
+    # what replicas share through Redis; a lone process (no BEACON_REDIS_URL) shares nothing
+    cluster: Cluster = field(default_factory=lambda: Cluster(None, lambda: None))
+    load: Load | None = None  # what routing reads: inflight itself, or it plus the other replicas' traffic
+
+    def __post_init__(self) -> None:
+        if self.load is None:
+            self.load = self.inflight
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

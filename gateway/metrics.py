@@ -2,7 +2,9 @@
 
 Counters and histograms are written by the request path; gauges that describe the fleet
 are read from the snapshot at scrape time by a collector, so nothing has to keep them in
-sync. Model labels are bounded: a name not configured and not seen on a worker is `other`.
+sync. Model labels are bounded for the life of the process (a counter's series never go away):
+the models named in the config, plus the first MODEL_LABEL_CAP that workers hold, the rest `other`.
+Workers are untrusted for names and counts, and a manage key can mint models with cheap copies.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway import vram
 from gateway.names import InvalidModelName, canonical
 from gateway.state import Snapshot
 
-FAILOVER_REASONS = ("connect", "timeout", "status", "busy", "dropped", "malformed", "budget_exhausted")
+FAILOVER_REASONS = ("connect", "timeout", "status", "busy", "dropped", "malformed", "redirect", "too_large",
+                    "budget_exhausted")
+MODEL_LABEL_CAP = 100  # models not in the config that get a label of their own
+MODEL_LABEL_MAX_CHARS = 200  # longer names are `other`: Ollama's own names are shorter
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -26,6 +31,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._children: dict[tuple, object] = {}
+        self.models = ModelLabels()
         r = self.registry
         self.requests = Counter("beacon_requests", "Requests answered, by front endpoint, model, worker and outcome",
                                 ["endpoint", "model", "worker", "outcome"], registry=r)
@@ -57,29 +63,80 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def model_label(self, snapshot: Snapshot, model: str) -> str:
+        """The `model` label value for `model`: every metric with a model label takes it from here."""
+        return self.models.label(snapshot, model)
+
+    @staticmethod
+    def worker_label(worker: str | None) -> str:
+        """The `worker` label of a request: its worker, `none` when none was tried, `several` for model
+        management sent to many at once (a label per subset of the fleet would be unbounded)."""
+        if not worker:
+            return "none"
+        return "several" if "," in worker else worker
+
+    def count_load(self, snapshot: Snapshot, worker: str, model: str, reason: str) -> None:
+        self.child(self.loads, worker, self.model_label(snapshot, model), reason).inc()
+
     def watch_process(self) -> None:
         """process_resident_memory_bytes, process_open_fds, CPU seconds (Linux), and the event loop's
         task count: what a soak or a leak hunt reads."""
         ProcessCollector(registry=self.registry)
         self.registry.register(_LoopCollector())
 
+    def watch_siblings(self, siblings: tuple[int, ...]) -> Counter:
+        """`serve --processes N`: scrapes of the merged /metrics that had to leave a sibling out
+        (it did not answer in time: restarting, or stuck), by sibling; at 0 from the start."""
+        unanswered = Counter("beacon_process_metrics_unanswered",
+                             "Scrapes of the merged /metrics that left a sibling process out, by sibling index",
+                             ["sibling"], registry=self.registry)
+        for index in siblings:
+            unanswered.labels(sibling=str(index))
+        return unanswered
+
+    def watch_cluster(self, cluster) -> None:
+        """Which mode this replica shares state in, how many replicas it sees, failed syncs."""
+        self.registry.register(_ClusterCollector(cluster))
+
     def watch(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]],
               queues: Callable[[], Mapping[str, int]] = dict,
               slow: Callable[[str], str | None] = lambda worker: None) -> None:
-        self.registry.register(_FleetCollector(current, inflight, queues, slow))
+        self.registry.register(_FleetCollector(current, inflight, queues, slow, self.models))
 
 
-def model_label(snapshot: Snapshot, model: str) -> str:
-    """The model itself if the operator configured it or a worker holds it; else `other`."""
-    if not model:
-        return "none"
-    if any(w.has(model) for w in snapshot.workers.values()):
-        return model
-    try:
-        configured = {canonical(name) for name in snapshot.config.models}
-    except InvalidModelName:
-        configured = set()
-    return model if model in configured else "other"
+class ModelLabels:
+    """The bounded set of model label values. A configured model always has its own label; a model
+    a worker holds gets one while fewer than `cap` have, and keeps it (its series already exist);
+    anything else (client-made names, the 101st model a worker lists) is `other`."""
+
+    def __init__(self, cap: int = MODEL_LABEL_CAP) -> None:
+        self._cap = cap
+        self._seen: dict[str, None] = {}
+        self._config: object = None
+        self._configured: frozenset[str] = frozenset()
+
+    def label(self, snapshot: Snapshot, model: str) -> str:
+        if not model:
+            return "none"
+        if model in self._seen or model in self._configured_in(snapshot):
+            return model
+        if len(self._seen) >= self._cap or len(model) > MODEL_LABEL_MAX_CHARS:
+            return "other"
+        if snapshot.holders(model):  # the snapshot's index: no scan of the fleet per request
+            self._seen[model] = None
+            return model
+        return "other"
+
+    def _configured_in(self, snapshot: Snapshot) -> frozenset[str]:
+        if snapshot.config is not self._config:  # once per config, not per request
+            names = set()
+            for name in snapshot.config.models:
+                try:
+                    names.add(canonical(name))
+                except InvalidModelName:
+                    continue
+            self._config, self._configured = snapshot.config, frozenset(names)
+        return self._configured
 
 
 STATES = ("healthy", "degraded", "ejected", "warming", "draining", "drained", "down", "unknown")
@@ -87,8 +144,10 @@ STATES = ("healthy", "degraded", "ejected", "warming", "draining", "drained", "d
 
 class _FleetCollector(Collector):
     def __init__(self, current: Callable[[], Snapshot], inflight: Callable[[], Mapping[str, int]],
-                 queues: Callable[[], Mapping[str, int]], slow: Callable[[str], str | None]) -> None:
+                 queues: Callable[[], Mapping[str, int]], slow: Callable[[str], str | None],
+                 models: ModelLabels) -> None:
         self._current, self._inflight, self._queues, self._slow = current, inflight, queues, slow
+        self._models = models
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap, counts = self._current(), self._inflight()
@@ -103,7 +162,8 @@ class _FleetCollector(Collector):
         states = GaugeMetricFamily("beacon_worker_state", "1 for the state the worker is in, 0 for the others",
                                    labels=["worker", "state"])
         busy = GaugeMetricFamily("beacon_inflight_requests", "Requests in flight to the worker", labels=["worker"])
-        resident = GaugeMetricFamily("beacon_model_resident", "1 when the model is loaded on the worker",
+        resident = GaugeMetricFamily("beacon_model_resident", "1 when the model is loaded on the worker "
+                                     "(model=\"other\": how many models without a label of their own)",
                                      labels=["model", "worker"])
         memory = GaugeMetricFamily("beacon_worker_vram_bytes", "GPU memory of the worker: total, used, free",
                                    labels=["worker", "kind"])
@@ -114,8 +174,12 @@ class _FleetCollector(Collector):
             for name in STATES:
                 states.add_metric([w.name, name], 1.0 if name == current else 0.0)
             busy.add_metric([w.name], float(inflight))
+            loaded: dict[str, int] = {}
             for model in w.resident:
-                resident.add_metric([model, w.name], 1.0)
+                label = self._models.label(snap, model)
+                loaded[label] = loaded.get(label, 0) + 1
+            for label, count in loaded.items():
+                resident.add_metric([label, w.name], float(count))
             total = vram.capacity(w)
             if w.tier == "gpu" or total:
                 memory.add_metric([w.name, "used"], float(vram.used(w)))
@@ -126,9 +190,9 @@ class _FleetCollector(Collector):
 
     def _queue_depths(self, snap: Snapshot) -> GaugeMetricFamily:
         queued = GaugeMetricFamily("beacon_queue_depth", "Requests waiting for a slot, by model", labels=["model"])
-        totals: dict[str, int] = {model_label(snap, m): 0 for w in snap.workers.values() for m in w.resident}
+        totals = {self._models.label(snap, m): 0 for w in snap.workers.values() for m in w.resident}
         for model, depth in self._queues().items():  # several unknown models share the `other` label
-            label = model_label(snap, model)
+            label = self._models.label(snap, model)
             totals[label] = totals.get(label, 0) + depth
         for label, depth in totals.items():
             queued.add_metric([label], float(depth))
@@ -168,3 +232,28 @@ class _LoopCollector(Collector):
         except RuntimeError:  # scraped off the loop (never in the gateway itself)
             return
         yield GaugeMetricFamily("beacon_event_loop_tasks", "asyncio tasks alive in the gateway process", value=tasks)
+
+
+CLUSTER_MODES = ("alone", "shared", "local")
+
+
+class _ClusterCollector(Collector):
+    """beacon_cluster_*: `alone` (no BEACON_REDIS_URL), `shared` (state shared through Redis) or
+    `local` (Redis unreachable: this replica decides on its own state until Redis is back)."""
+
+    def __init__(self, cluster) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        c = self._cluster
+        mode = GaugeMetricFamily("beacon_cluster_mode", "1 for the mode this replica shares live state in: alone, "
+                                 "shared (through Redis) or local (Redis unreachable)", labels=["mode"])
+        for name in CLUSTER_MODES:
+            mode.add_metric([name], 1.0 if c.mode == name else 0.0)
+        yield mode
+        yield GaugeMetricFamily("beacon_cluster_replicas", "Gateway replicas and processes sharing state, this one "
+                                "included, as of the last sync", value=float(c.view.replicas))
+        failures = CounterMetricFamily("beacon_cluster_sync_failures", "Redis calls that failed (sync and request "
+                                       "path); each one puts the replica in local mode until a sync succeeds")
+        failures.add_metric([], float(c.sync_failures))
+        yield failures

@@ -146,6 +146,8 @@ class Prober:
                 if worker is not None:
                     wanted[model] = worker
         self._shape_tried.update(wanted)
+        if len(self._shape_tried) > 4096:  # only names some worker still lists are worth remembering
+            self._shape_tried.intersection_update(snap.listing.holders)
         timeout_s = snap.config.health.timeout_s
         shapes = await asyncio.gather(*(self._shape(w, m, timeout_s) for m, w in wanted.items()))
         learned = {model: shape for model, shape in zip(wanted, shapes, strict=True) if shape is not None}

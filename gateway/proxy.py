@@ -1,9 +1,11 @@
 """Runs a Plan: prepare the request for each candidate's kind, send, fail over before the first byte.
 
-Before any byte reached the client, a connect error, a 5xx/429, a timeout or a dropped
-answer moves on to the next candidate (relay.py relays what comes back). Never decides
-where to go (that is router.choose) and never writes the snapshot except the one
-passive-health report of a refused connection.
+Before any byte reached the client, a connect error, a 5xx/429, a redirect (never followed),
+a timeout, an answer over its size cap or a dropped answer moves on to the next candidate
+(relay.py relays streams, whole.py non-streamed answers). A non-streamed attempt never runs
+past [server] max_answer_s, however many tokens it asks for. Never decides where to go (that
+is router.choose) and never writes the snapshot except the one passive-health report of a
+refused connection. What clients read names workers, never their addresses.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from aiohttp import web
 from backends import for_kind
 from backends.base import FrontRequest, UpstreamCall
 from backends.translate import Unsupported
-from gateway import state, vram
+from backends.upstream import UpstreamRedirect, describe
+from gateway import state, vram, whole
+from gateway.cluster import Cluster
 from gateway.errors import BadRequest, NoCapacity, UpstreamFailed, UpstreamTimeout
 from gateway.inflight import Claim, InFlight, RetryBudget
 from gateway.metrics import Metrics
-from gateway.relay import AttemptFailed, answer, describe
-from gateway.router import Candidate, Plan
+from gateway.relay import AttemptFailed, refuse, stream, streams
+from gateway.router import Candidate, Plan, Reason
+from gateway.shared_load import SharedLoad
 from gateway.state import SnapshotHolder, WorkerView
 
 log = structlog.get_logger("gateway.proxy")
@@ -54,10 +59,11 @@ class Outcome:
 
 
 class Proxy:
-    def __init__(self, session: aiohttp.ClientSession, holder: SnapshotHolder, inflight: InFlight,
+    def __init__(self, session: aiohttp.ClientSession, holder: SnapshotHolder, inflight: InFlight | SharedLoad,
                  metrics: Metrics, clock: Callable[[], float] = time.monotonic,
-                 on_release: Callable[[str], None] = lambda model: None) -> None:
+                 on_release: Callable[[str], None] = lambda model: None, cluster: Cluster | None = None) -> None:
         self._session, self._holder, self._inflight = session, holder, inflight
+        self._cluster = cluster or Cluster(None, lambda: None)  # alone: no load is shared
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
         self._budget = RetryBudget(clock)
 
@@ -81,13 +87,21 @@ class Proxy:
             except Unsupported as exc:
                 refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                 continue
+            loading = None
+            if candidate.loads and self._cluster.shared:
+                worker, candidate, loading = await self._single_flight(snap, plan, candidate, worker)
+                if loading is None:
+                    try:
+                        call = prepare(worker, front, request_id, request.headers.get("Authorization"))
+                    except Unsupported as exc:
+                        refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
+                        continue
             outcome.worker, outcome.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
                     self._inflight.evicting(worker.name, candidate.evicts, self._clock())
-                    timeout_s = (failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
-                                 + self._whole_answer_allowance(front, worker, plan.model))
-                    response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s)
+                    timeout_s, late = self._deadline(snap, plan, candidate, front, worker)
+                    response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s, late)
                     self._committed(plan, candidate, outcome, claim)
                     return response
             except AttemptFailed as exc:
@@ -96,10 +110,39 @@ class Proxy:
                 self._report_failure(worker.name, exc)
             finally:
                 self._on_release(plan.model)
+                if loading is not None:  # loaded (its first byte came) or failed: the next placement decides afresh
+                    self._cluster.later(self._cluster.release_load(plan.model, loading))
         if refusals and not failures:
             outcome.outcome, outcome.status = "bad_request", 400
             raise BadRequest("; ".join(refusals))
         raise _final_error(plan, failures, outcome, snap.config.server.retry_after_s)
+
+    async def _single_flight(self, snap, plan: Plan, candidate: Candidate,
+                             worker: WorkerView) -> tuple[WorkerView, Candidate, str | None]:
+        """A cold load, with replicas sharing state: load it here only if no other replica is loading
+        the model already; else send this request to the copy being loaded (one load for the whole
+        fleet, not one per replica). Returns the worker, its candidate and the load lock we hold."""
+        ttl_s = snap.config.failover.first_byte_s(worker.tier) + self._load_allowance(snap, plan, candidate)
+        holder = await self._cluster.claim_load(plan.model, worker.name, ttl_s)
+        if holder == worker.name:
+            return worker, candidate, worker.name
+        other = snap.worker(holder)
+        if other is None or not other.serving:
+            return worker, candidate, None  # that load's worker is gone: load here, without the lock
+        return other, Candidate(other.name, Reason.SHARED_LOAD), None
+
+    def _deadline(self, snap, plan: Plan, candidate: Candidate, front: FrontRequest,
+                  worker: WorkerView) -> tuple[float, str]:
+        """Seconds this attempt may take before its first byte, and the words for running out. A
+        non-streamed answer's first byte is its whole answer: its allowance for generation grows
+        with num_predict, so [server] max_answer_s bounds it (a hung worker frees its slot then)."""
+        first_byte_s = snap.config.failover.first_byte_s(worker.tier)
+        timeout_s = (first_byte_s + self._load_allowance(snap, plan, candidate)
+                     + self._whole_answer_allowance(front, worker, plan.model))
+        ceiling_s = max(snap.config.server.max_answer_s, first_byte_s)  # never below what the operator set there
+        if not asks_stream(front) and timeout_s > ceiling_s:
+            return ceiling_s, f"no whole answer within {ceiling_s:g}s ([server] max_answer_s)"
+        return timeout_s, f"no answer within {timeout_s:g}s"
 
     def _load_allowance(self, snap, plan: Plan, candidate: Candidate) -> float:
         """A cold load takes time before the first byte: the timeout waits that much longer."""
@@ -135,28 +178,34 @@ class Proxy:
                 self._inflight.record_rate(candidate.worker, plan.model, outcome.tokens / outcome.eval_s,
                                            failover.slow_decode_factor, failover.degraded_s, claim.peers)
         if candidate.loads:
-            self._metrics.loads.labels(candidate.worker, plan.model, candidate.reason).inc()
+            self._metrics.count_load(self._holder.current, candidate.worker, plan.model, candidate.reason)
             log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
                      evicts=list(candidate.evicts) or None, load_s=outcome.load_s)
 
     async def _attempt(self, request: web.Request, base_url: str, call: UpstreamCall, outcome: Outcome,
-                       claim: Claim, first_byte_s: float) -> web.StreamResponse:
-        failover = self._holder.current.config.failover
+                       claim: Claim, first_byte_s: float, late: str) -> web.StreamResponse:
+        config = self._holder.current.config
+        failover, server = config.failover, config.server
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s)
         started = time.monotonic()
         try:
             async with asyncio.timeout(first_byte_s):
                 resp = await self._send(call, base_url, timeout)
         except TimeoutError:
-            raise AttemptFailed("timeout", f"no answer within {first_byte_s:g}s") from None
+            raise AttemptFailed("timeout", late) from None
+        except UpstreamRedirect as exc:
+            raise AttemptFailed("redirect", describe(exc), exc.status) from None
         except aiohttp.ClientConnectorError as exc:
-            raise AttemptFailed("connect", f"cannot connect: {exc.os_error.strerror or exc.os_error}") from None
+            raise AttemptFailed("connect", describe(exc)) from None
         except aiohttp.ClientError as exc:
             raise AttemptFailed("dropped", f"connection failed: {describe(exc)}") from None
         remaining_s = max(0.1, first_byte_s - (time.monotonic() - started))
         async with resp:
-            return await answer(request, resp, call, outcome, claim, failover, remaining_s,
-                                self._holder.current.config.server.max_stream_s)
+            await refuse(resp)
+            if streams(resp, call):
+                return await stream(request, resp, call, outcome, claim, failover, remaining_s, server.max_stream_s)
+            return await whole.answer(request, resp, call, outcome, remaining_s, server.max_answer_bytes,
+                                      failover.stream_idle_timeout_s, late)
 
     async def _send(self, call: UpstreamCall, base_url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         """The request on a pooled connection; once or twice more when that connection turns out closed
@@ -165,7 +214,7 @@ class Proxy:
         for retry in range(3):
             try:
                 return await self._session.request(call.method, base_url + call.path, data=call.body,
-                                                   headers=call.headers, timeout=timeout)
+                                                   headers=call.headers, timeout=timeout, allow_redirects=False)
             except aiohttp.ClientConnectorError:
                 raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
@@ -182,17 +231,23 @@ class Proxy:
             self._holder.update(lambda s: state.with_outcome(s, worker, False, now))
 
 
+def asks_stream(front: FrontRequest) -> bool:
+    """Whether the answer comes as a stream: Ollama's chat and generate stream unless told not to,
+    OpenAI's only when asked to; embeddings and show answer one document."""
+    if front.api == "openai":
+        return front.endpoint in ("chat", "completions") and front.data.get("stream") is True
+    return front.endpoint in ("chat", "generate") and front.data.get("stream", True) is not False
+
+
 def whole_answer_tokens(front: FrontRequest, default: int) -> int | None:
     """The tokens a non-streamed generation may make before its first byte; None for streams and
-    for answers that generate nothing (embeddings, show). OpenAI streams only when asked to."""
+    for answers that generate nothing (embeddings, show)."""
     data = front.data
+    if asks_stream(front) or front.endpoint not in ("chat", "generate", "completions"):
+        return None
     if front.api == "openai":
-        if front.endpoint not in ("chat", "completions") or data.get("stream") is True:
-            return None
         limit = data.get("max_completion_tokens") or data.get("max_tokens")
     else:
-        if front.endpoint not in ("chat", "generate") or data.get("stream", True) is not False:
-            return None
         options = data.get("options") if isinstance(data.get("options"), dict) else {}
         limit = options.get("num_predict")
     return limit if isinstance(limit, int) and limit > 0 else default

@@ -23,6 +23,7 @@ from gateway.gpu import GpuReading, GpuStatus
 from gateway.names import InvalidModelName, Names, canonical
 
 _EMPTY: Mapping = MappingProxyType({})
+_FOOTPRINTS_KEPT = 4096  # footprints of models no worker lists any more are forgotten past this many
 T = TypeVar("T")
 
 
@@ -224,6 +225,8 @@ def with_probes(snap: Snapshot, probes: Mapping[str, Probe], now: float) -> Snap
                 footprints[model], learned = r.size, True
     if not learned:
         return new
+    if len(footprints) > _FOOTPRINTS_KEPT:  # workers name models at will: keep those some worker still lists
+        footprints = {m: size for m, size in footprints.items() if m in new.listing.holders}
     return _carry_listing(new, dataclasses.replace(new, footprints=MappingProxyType(footprints)))
 
 

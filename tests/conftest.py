@@ -177,3 +177,53 @@ def start_sim(aiohttp_client):
         return worker, await aiohttp_client(build_sim_app(worker))
 
     return start
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server on a loopback port, started by the test that needs shared state."""
+
+    port: int
+    process: object = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> RedisServer:
+        import asyncio
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (.ci/run installs Debian's redis-server)")
+        self.process = await asyncio.create_subprocess_exec(
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return self
+            except OSError:
+                await asyncio.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@pytest.fixture
+async def redis_server():
+    """start() a real redis-server; stop() kills it (restart with start() on the same port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = RedisServer(port)
+    await server.start()
+    yield server
+    await server.stop()

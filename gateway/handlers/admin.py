@@ -2,12 +2,13 @@
 
 Drain and undrain a worker, reload the config now, warm or unload a model on a worker, and
 explain where a hypothetical request would go. Every action is logged with what it changed.
-Thin: state changes go through state's pure updaters, routing through router.choose.
+Thin: state changes go through state's pure updaters, routing through router.choose. A drain is
+also published through Redis for the other replicas and processes; under `serve --processes N`
+a reload reaches every process (gateway/siblings.py).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -15,11 +16,14 @@ from aiohttp import web
 
 from backends import for_kind
 from backends.translate import Unsupported
+from backends.upstream import describe
 from gateway import state, vram
+from gateway.access import token_matches
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, UpstreamFailed
 from gateway.handlers.common import model_field, parse_object, read_body, resolve
 from gateway.router import Need, choose
+from gateway.siblings import SIBLINGS
 from gateway.state import WorkerView
 
 log = structlog.get_logger("gateway.admin")
@@ -45,9 +49,7 @@ def _guarded(handler: Handler) -> Handler:
         token = request.app[GATEWAY].settings.admin_token
         if token is None or not token.get_secret_value():
             raise AdminDisabled("the admin API is disabled: start the gateway with BEACON_ADMIN_TOKEN set")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 token.get_secret_value().encode()):
+        if not token_matches(request, token.get_secret_value()):  # one parser for every token: no 500 on odd bytes
             raise Unauthorized("admin API: missing or wrong bearer token (Authorization: Bearer <token>)",
                                headers={"WWW-Authenticate": 'Bearer realm="beacon-gateway admin"'})
         return await handler(request)
@@ -65,17 +67,18 @@ def _worker(gw: Gateway, request: web.Request) -> WorkerView:
 
 
 async def drain(request: web.Request) -> web.Response:
-    return _set_drain(request, True)
+    return await _set_drain(request, True)
 
 
 async def undrain(request: web.Request) -> web.Response:
-    return _set_drain(request, False)
+    return await _set_drain(request, False)
 
 
-def _set_drain(request: web.Request, drained: bool) -> web.Response:
+async def _set_drain(request: web.Request, drained: bool) -> web.Response:
     gw = request.app[GATEWAY]
     worker = _worker(gw, request)
     snap = gw.holder.update(lambda s: state.with_drain(s, worker.name, drained, gw.clock()))
+    await gw.cluster.publish_drain(worker.name, drained)  # every replica and process applies it from Redis
     if drained != worker.drained:
         log.warning("worker.drained" if drained else "worker.undrained", worker=worker.name,
                     inflight=gw.inflight.get(worker.name))
@@ -86,6 +89,10 @@ def _set_drain(request: web.Request, drained: bool) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    siblings = request.app.get(SIBLINGS)
+    if siblings is not None:  # `serve --processes N`: every process reloads, and each says how it went
+        status, body = await siblings.reload_all(request.app[GATEWAY].reloader, "admin API")
+        return web.json_response(body, status=status)
     result = await request.app[GATEWAY].reloader.reload("admin API")
     body = result.as_dict()
     if result.result == "failed":
@@ -112,19 +119,20 @@ async def _model_action(request: web.Request, action: str) -> web.Response:
     if not worker.has(model) and worker.up:
         raise NotFound(f"{model!r} is not on worker {worker.name}: pull it there first")
     model_id = worker.upstream_id(model)
-    backend, timeout_s = for_kind(worker.config.kind), gw.holder.current.config.failover.first_byte_timeout_s
+    config = gw.holder.current.config
+    backend, timeout_s = for_kind(worker.config.kind), config.failover.first_byte_timeout_s
+    auth, cap = worker.config.auth_headers(), config.health.max_probe_bytes
     try:
         if action == "warm":
-            await backend.warm(gw.session, worker.url, model_id, data.get("keep_alive"), timeout_s,
-                               headers=worker.config.auth_headers())
+            await backend.warm(gw.session, worker.url, model_id, data.get("keep_alive"), timeout_s, auth, cap)
         else:
-            await backend.unload(gw.session, worker.url, model_id, timeout_s, headers=worker.config.auth_headers())
+            await backend.unload(gw.session, worker.url, model_id, timeout_s, auth, cap)
     except Unsupported as exc:
         raise BadRequest(f"{worker.name}: {exc}") from None
-    except Exception as exc:  # the worker's failure, reported as such
-        raise UpstreamFailed(f"{action} of {model} on {worker.name} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the worker's failure, reported as such, by its name and never its address
+        raise UpstreamFailed(f"{action} of {model} on {worker.name} failed: {describe(exc)}") from None
     if action == "warm":
-        gw.metrics.loads.labels(worker.name, model, "admin").inc()
+        gw.metrics.count_load(gw.holder.current, worker.name, model, "admin")
     log.info(f"model.{action}ed", worker=worker.name, model=model,
              source="admin API")
     await gw.prober.refresh({worker.name})
@@ -144,7 +152,8 @@ async def explain(request: web.Request) -> web.Response:
         raise BadRequest("session must be a string")
     need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.failover.default_num_predict))
     queued = gw.admission.depth(model)
-    plan = choose(snap, gw.inflight, model, session, queued, need)
+    # The whole order, not only the max_attempts candidates a request would try.
+    plan = choose(snap, gw.load, model, session, queued, need, limit=len(snap.workers))
     return web.json_response({
         "model": model, "verdict": plan.verdict, "reason": plan.reason, "note": plan.note, "queued": queued,
         "candidates": [{"worker": c.worker, "reason": c.reason, "loads": c.loads, "evicts": list(c.evicts)}
@@ -163,7 +172,8 @@ def _count(data: dict, key: str, default: int) -> int:
 def _facts(gw: Gateway, w: WorkerView, model: str) -> dict:
     return {"state": w.live_state(gw.inflight.get(w.name), gw.inflight.slow_reason(w.name)), "tier": w.tier,
             "has_model": w.has(model), "resident": model in w.resident, "inflight": gw.inflight.get(w.name),
-            "model_inflight": gw.inflight.model_inflight(w.name, model), "learned_slots": gw.inflight.slots(w.name, model),
+            "model_inflight": gw.inflight.model_inflight(w.name, model),
+            "learned_slots": gw.inflight.slots(w.name, model),
             "vram_free_bytes": vram.free(w), "last_used_s_ago": _ago(gw, gw.inflight.last_used(w.name, model))}
 
 

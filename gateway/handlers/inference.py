@@ -19,7 +19,7 @@ from backends.base import FrontRequest
 from gateway.access import allow_model
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import GatewayError, ModelNotFound, NoCapacity
-from gateway.handlers.common import REQUEST_ID, account, new_outcome, parse_object, read_body, refusal, resolve
+from gateway.handlers.common import REQUEST_ID, account, new_outcome, read_object, refusal, resolve
 from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
 from gateway.state import Snapshot
 
@@ -43,8 +43,7 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
     snap = gw.holder.current
     outcome = new_outcome(request, label, "")
     try:
-        body = await read_body(request, snap.config.server.max_body_mib)
-        data = parse_object(body)
+        body, data = await read_object(request, snap.config.server.max_body_mib)
         asked = read(data, snap)
         outcome.model = model = resolve(snap, asked.model)
         allow_model(request, model)
@@ -53,6 +52,7 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             data.pop("name", None)
             body = orjson.dumps(data)
         outcome.session = session_key(request, data, snap.config.routing.affinity)
+        await shared_session(gw, outcome.session)
         plan = await plan_for(gw, model, outcome.session, Need(len(body) // 4, asked.predict))
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked.model)
@@ -60,7 +60,10 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
         if plan.verdict == CPU_REFUSED:
             raise NoCapacity(plan.note, snap.config.server.retry_after_s)
         front = FrontRequest(asked.endpoint, request.path, body, data, model, api)
-        return await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
+        response = await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
+        if outcome.session and outcome.outcome == "ok" and gw.cluster.shared:  # the next turn may land elsewhere
+            gw.cluster.later(gw.cluster.remember_session(outcome.session, outcome.worker))
+        return response
     except GatewayError as exc:
         outcome.status = outcome.status or exc.status
         outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
@@ -73,11 +76,23 @@ async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> 
     """A plan now, or after waiting in the model's queue while every copy is busy."""
     admission, config = gw.admission, gw.holder.current.config
 
-    def plan() -> Plan:
-        return choose(gw.holder.current, gw.inflight, model, session, admission.depth(model), need)
+    view = gw.cluster.view
+
+    def plan() -> Plan:  # the queue before this request: ours, and the other replicas' as of the last sync
+        queued = admission.depth(model) + view.depths.get(model, 0)
+        return choose(gw.holder.current, gw.load, model, session, queued, need)
 
     return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
                                  config.server.retry_after_s)
+
+
+async def shared_session(gw: Gateway, key: str | None) -> None:
+    """With replicas sharing state, the worker that served this conversation last, whichever
+    replica sent it there, from Redis (one bounded round trip) into our own table."""
+    if key and gw.cluster.shared:
+        worker = await gw.cluster.session_worker(key)
+        if worker is not None:
+            gw.inflight.remember_session(key, worker)
 
 
 def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
@@ -92,8 +107,19 @@ def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
         system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
         first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
     else:
-        system, first = data.get("system", ""), str(data.get("prompt", ""))[:1024]
+        system, first = data.get("system", ""), data.get("prompt", "")
+    system, first = _head(system), _head(first)
     if not system and not first:
         return None
     text = f"p\x00{system}\x00{first}".encode("utf-8", "replace")
     return hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+def _head(content: object) -> str:
+    """The start of a prompt's text, which says which conversation it is. Never the whole of it, and
+    never str() of whatever else a client sent (a list of a million items would become megabytes)."""
+    if isinstance(content, str):
+        return content[:4096]
+    if isinstance(content, list):  # OpenAI content parts: their text
+        return "".join(p["text"][:4096] for p in content[:16] if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""

@@ -2,6 +2,9 @@
 
 Everything here is read from the snapshot and live in-flight counts; nothing here
 changes routing. /health turns 503 when no worker can serve or the control loop is stuck.
+The full report names workers, their addresses, errors and every model, which a client key's
+listings hide: once keys or tokens are configured it needs an operator's bearer token, and
+anyone else reads only `{"status": ...}` with the same 200 / 503 (what readiness probes need).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import vram
+from gateway.access import token_matches
 from gateway.context import GATEWAY, Gateway
+from gateway.errors import Unauthorized
+from gateway.siblings import SIBLINGS
 from gateway.state import Snapshot, WorkerView
 
 
@@ -20,20 +26,38 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
+def readiness_problems(gw: Gateway, snap: Snapshot) -> list[str]:
+    """Why the gateway is not ready; empty when it is."""
+    age = gw.clock() - snap.updated_at
+    stale_after = 3 * snap.config.health.interval_s + snap.config.health.timeout_s
+    found = []
+    if not any(w.serving for w in snap.workers.values()):
+        states = ", ".join(f"{w.name} {w.live_state(gw.inflight.get(w.name), None)}" for w in snap.workers.values())
+        found.append(f"no worker is healthy ({states})")
+    if age > stale_after:
+        found.append(f"control loop is stuck: snapshot is {age:.1f}s old (limit {stale_after:.1f}s)")
+    return found
+
+
+def public_report(gw: Gateway) -> tuple[int, dict]:
+    """What anyone may read: ready or not, nothing about the fleet (readiness probes need no more)."""
+    ready = not readiness_problems(gw, gw.holder.current)
+    return (200 if ready else 503), {"status": "ok" if ready else "unavailable"}
+
+
 def health_report(gw: Gateway) -> tuple[int, dict]:
     snap = gw.holder.current
     age = gw.clock() - snap.updated_at
-    stale_after = 3 * snap.config.health.interval_s + snap.config.health.timeout_s
-    serving = [w.name for w in snap.workers.values() if w.serving]
-    problems = []
-    if not serving:
-        states = ", ".join(f"{w.name} {w.live_state(gw.inflight.get(w.name), None)}" for w in snap.workers.values())
-        problems.append(f"no worker is healthy ({states})")
-    if age > stale_after:
-        problems.append(f"control loop is stuck: snapshot is {age:.1f}s old (limit {stale_after:.1f}s)")
+    found = readiness_problems(gw, snap)
+    cluster = gw.cluster
     body = {
-        "status": "ok" if not problems else "unavailable",
-        "problems": problems,
+        "status": "ok" if not found else "unavailable",
+        # Redis out of reach is a problem on-call should see, not a reason to take this replica out
+        # of service: it goes on serving on its own state.
+        "problems": found + ([f"shared state: {cluster.problem}; deciding on this replica's own state"]
+                             if cluster.mode == "local" else []),
+        "cluster": {"mode": cluster.mode, "replicas": cluster.view.replicas, "replica": cluster.replica_id,
+                    "problem": cluster.problem} if cluster.enabled else {"mode": "alone"},
         "snapshot": {"version": snap.version, "age_s": round(age, 3)},
         "config": {"version": snap.config.version, "loaded_at": _iso(snap.config_loaded_at)},
         "nvml": snap.gpu_status,
@@ -42,12 +66,39 @@ def health_report(gw: Gateway) -> tuple[int, dict]:
         # Removed by a reload, still finishing requests: no new ones go there.
         "removed_draining": [{"name": name, "inflight": count} for name, count in gw.reloader.draining().items()],
     }
-    return (200 if not problems else 503), body
+    return (200 if not found else 503), body
 
 
 async def health(request: web.Request) -> web.Response:
-    status, body = health_report(request.app[GATEWAY])
-    return web.json_response(body, status=status)
+    gw = request.app[GATEWAY]
+    full = full_report_allowed(request)
+    status, body = health_report(gw) if full else public_report(gw)
+    siblings = request.app.get(SIBLINGS)
+    if full and siblings is not None:  # `serve --processes N`: this report is the one process's that answered
+        body["process"] = siblings.describe(gw)
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+def full_report_allowed(request: web.Request) -> bool:
+    """May this request read the full report? An open install (no [[clients]], no token set, bound to
+    127.0.0.1 by default) shows it to everyone, as before. Otherwise it takes the bearer of
+    BEACON_METRICS_TOKEN or BEACON_ADMIN_TOKEN: no bearer reads the public form; any other bearer
+    (a wrong token, a client key, bytes that are not UTF-8) is a 401, so a mistyped token is not
+    mistaken for a quiet fleet. Client keys, even manage ones, do not open it: it shows models and
+    workers that a key's own listings hide."""
+    gw = request.app[GATEWAY]
+    tokens = [t.get_secret_value() for t in (gw.settings.metrics_token, gw.settings.admin_token)
+              if t is not None and t.get_secret_value()]
+    if not tokens and not gw.holder.current.config.clients:
+        return True
+    scheme = request.headers.get("Authorization", "").partition(" ")[0]
+    if scheme.lower() != "bearer":  # a probe, a stranger, or Basic auth meant for a proxy in front
+        return False
+    if any(token_matches(request, token) for token in tokens):
+        return True
+    why = "wrong bearer token" if tokens else "neither BEACON_METRICS_TOKEN nor BEACON_ADMIN_TOKEN is set"
+    raise Unauthorized(f"the full report takes the metrics or admin token: {why}",
+                       headers={"WWW-Authenticate": 'Bearer realm="beacon-gateway"'})
 
 
 def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
@@ -80,7 +131,8 @@ def _worker(w: WorkerView, gw: Gateway, snap: Snapshot) -> dict:
 
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    resp = web.Response(body=generate_latest(gw.metrics.registry))
+    siblings = request.app.get(SIBLINGS)  # `serve --processes N`: a scrape lands on one; it answers for all
+    resp = web.Response(body=await siblings.merged_metrics(gw) if siblings else generate_latest(gw.metrics.registry))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 

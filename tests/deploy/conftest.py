@@ -13,6 +13,20 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 
+def setting_env_names() -> set[str]:
+    """The environment variables gateway/settings.py reads. Settings ignore unknown BEACON_*
+    variables (Kubernetes adds its own for every Service), so a misspelt one in deploy/ would be
+    dropped without a word: the deploy tests hold every BEACON_* name to this set."""
+    from gateway.settings import Settings
+
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias  # an alias is read as it is, without the BEACON_ prefix
+        choices = getattr(alias, "choices", [alias]) if alias else ["BEACON_" + name]
+        names.update(choice.upper() for choice in choices if isinstance(choice, str))
+    return names
+
+
 def load_yaml_docs(path: Path) -> list:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 

@@ -4,11 +4,12 @@ with jsonschema's Draft 2020-12 validator), plus the deployment rules the schema
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
 
-from tests.deploy.conftest import DEPLOY, load_yaml_docs
+from tests.deploy.conftest import DEPLOY, load_yaml_docs, setting_env_names
 
 SCHEMA = json.loads((DEPLOY.parent / "tests/deploy/schemas/compose-spec.json").read_text())
 
@@ -54,11 +55,63 @@ def test_each_gpu_worker_reserves_exactly_one_nvidia_gpu(compose):
     assert "ports" not in cpu and "reservations" not in cpu.get("deploy", {}).get("resources", {})
 
 
-def test_gateway_mounts_the_compose_config_and_is_locked_down(compose):
-    gateway = compose["services"]["gateway"]
-    assert "./config.compose.toml:/etc/beacon/config.toml:ro" in gateway["volumes"]
-    assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
-    assert gateway["build"]["dockerfile"] == "deploy/Dockerfile"
+REPLICAS = ("gateway-a", "gateway-b")
+
+
+def test_each_gateway_replica_mounts_the_compose_config_and_is_locked_down(compose):
+    for name in REPLICAS:
+        gateway = compose["services"][name]
+        assert "./config.compose.toml:/etc/beacon/config.toml:ro" in gateway["volumes"]
+        assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
+        assert gateway["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert "/health/live" in " ".join(gateway["healthcheck"]["test"])
+        assert "ports" not in gateway  # reached through HAProxy (`gateway`) and by Prometheus, on the compose networks
+
+
+def test_the_replicas_share_state_through_a_redis_only_they_can_reach(compose):
+    from redis.connection import parse_url
+
+    services, networks = compose["services"], compose["networks"]
+    redis = services["redis"]
+    assert redis["image"].endswith(":-redis:7}") and "ports" not in redis
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    assert command[command.index("--save") + 1] == "" and command[command.index("--appendonly") + 1] == "no"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["read_only"] is True and redis["cap_drop"] == ["ALL"] and redis["user"] != "0"
+    (state,) = redis["networks"]
+    assert networks[state]["internal"] is True
+    assert {name for name, svc in services.items() if state in svc.get("networks", ())} == {"redis", *REPLICAS}
+    for name in REPLICAS:
+        url = parse_url(services[name]["environment"]["BEACON_REDIS_URL"])
+        assert (url["host"], url["port"], url.get("db")) == ("redis", 6379, 0)
+        # Redis is no hard dependency: a replica starts alone and joins when Redis answers.
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_started"
+
+
+def test_haproxy_fronts_exactly_the_replicas_and_prometheus_scrapes_each_one(compose):
+    services = compose["services"]
+    front = services["gateway"]
+    assert "haproxy" in front["image"] and "build" not in front
+    assert "./haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in front["volumes"]
+    assert front["read_only"] is True and front["cap_drop"] == ["ALL"]
+    cfg = (DEPLOY / "haproxy/haproxy.cfg").read_text()
+    servers = re.findall(r"^\s*server\s+(\S+)\s+(\S+)", cfg, re.M)
+    listen = {services[name]["environment"]["BEACON_LISTEN"].rpartition(":")[2] for name in REPLICAS}
+    assert sorted(set(servers)) == [(name, f"{name}:{port}") for name in REPLICAS for port in listen]
+    assert re.search(r"^\s*bind :11434$", cfg, re.M)  # the port `ports:` publishes
+    assert all(set(services[name]["networks"]) & set(front["networks"]) for name in REPLICAS)
+    (prometheus,) = load_yaml_docs(DEPLOY / "prometheus/prometheus.yml")
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "beacon-gateway"]
+    (static,) = job["static_configs"]
+    assert sorted(static["targets"]) == [f"{name}:11434" for name in REPLICAS]
+
+
+def test_every_beacon_variable_in_the_compose_file_is_a_gateway_setting(compose):
+    names = setting_env_names()
+    for service in compose["services"].values():
+        env = service.get("environment") or {}
+        assert {k for k in env if k.startswith("BEACON_")} <= names
 
 
 def test_the_config_names_the_compose_services():

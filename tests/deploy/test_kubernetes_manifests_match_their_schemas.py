@@ -9,7 +9,7 @@ import subprocess
 import kubernetes_validate
 import pytest
 
-from tests.deploy.conftest import DEPLOY, load_yaml_docs, require_tool
+from tests.deploy.conftest import DEPLOY, load_yaml_docs, require_tool, setting_env_names
 
 K8S_VERSION = "1.31"
 KUBE = DEPLOY / "kubernetes"
@@ -23,9 +23,14 @@ def resources(base: str) -> list[dict]:
     return [doc for name in kustomization["resources"] for doc in load_yaml_docs(KUBE / base / name)]
 
 
-def by_kind(base: str) -> dict[str, dict]:
+def by_kind(base: str, app: str | None = None) -> dict[str, dict]:
+    """One object per kind, of one app (app.kubernetes.io/name): in the base, the gateway's unless
+    `app` names another (its Redis is a second Deployment and Service)."""
+    app = app or ("beacon-gateway" if base == "base" else None)
     out = {}
     for doc in resources(base):
+        if app and doc["metadata"]["labels"]["app.kubernetes.io/name"] != app:
+            continue
         assert doc["kind"] not in out
         out[doc["kind"]] = doc
     return out
@@ -124,6 +129,71 @@ def test_service_pdb_and_hpa_point_at_the_gateway():
                                      "name": objs["Deployment"]["metadata"]["name"]}
     assert hpa["metrics"][0]["resource"]["name"] == "cpu"
     assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] < hpa["minReplicas"]
+
+
+def test_every_object_of_the_base_belongs_to_the_gateway_or_its_redis():
+    apps = {doc["metadata"]["labels"]["app.kubernetes.io/name"] for doc in resources("base")}
+    assert apps == {"beacon-gateway", "beacon-redis"}
+
+
+def test_redis_is_one_pod_without_persistence_locked_down_like_the_gateway():
+    redis, gateway = by_kind("base", "beacon-redis"), by_kind("base")
+    spec = redis["Deployment"]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # never two Redis behind the Service
+    pod = spec["template"]["spec"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert all("persistentVolumeClaim" not in v for v in pod.get("volumes", ()))
+    (container,) = pod["containers"]
+    assert container["image"].startswith("redis:7")
+    args = container["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "redis"
+    assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["automountServiceAccountToken"] is False
+    (gateway_container,) = gateway["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == gateway_container["securityContext"]
+
+
+def test_the_gateway_reaches_redis_through_its_service_and_nobody_else_does():
+    from redis.connection import parse_url
+
+    redis, gateway = by_kind("base", "beacon-redis"), by_kind("base")
+    service, policy = redis["Service"], redis["NetworkPolicy"]
+    redis_pod = redis["Deployment"]["spec"]["template"]
+    gateway_pod = gateway["Deployment"]["spec"]["template"]
+    (container,) = gateway_pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    url = parse_url(env["BEACON_REDIS_URL"])
+    (port,) = service["spec"]["ports"]
+    assert (url["host"], url["port"]) == (service["metadata"]["name"], port["port"])
+    (redis_container,) = redis_pod["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in redis_container["ports"]}
+    assert service["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    # The gateway's Service, PDB and HPA never count the Redis pod as a gateway, nor the other way round.
+    assert not gateway["Service"]["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    assert not service["spec"]["selector"].items() <= gateway_pod["metadata"]["labels"].items()
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= redis_pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert set(source) == {"podSelector"}  # gateway pods of this namespace only
+    assert source["podSelector"]["matchLabels"].items() <= gateway_pod["metadata"]["labels"].items()
+    assert [p["port"] for p in rule["ports"]] == [port["targetPort"]]
+
+
+def test_beacon_variables_are_gateway_settings_and_no_service_adds_its_own():
+    names = setting_env_names()
+    for base in BASES:
+        for doc in resources(base):
+            pod = doc.get("spec", {}).get("template", {}).get("spec")
+            if not pod:
+                continue
+            for container in pod["containers"]:
+                assert {e["name"] for e in container.get("env", ()) if e["name"].startswith("BEACON_")} <= names
+    # Service links would put BEACON_REDIS_PORT=tcp://... and the like into the gateway's environment.
+    assert by_kind("base")["Deployment"]["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
 def test_gpu_workers_get_one_gpu_each_and_stable_names_the_gateway_lists():

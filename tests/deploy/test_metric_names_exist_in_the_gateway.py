@@ -1,7 +1,7 @@
 """Every metric name the alert rules and the Grafana dashboard use is one the real gateway exports:
 the gateway runs against simulated workers (tests/conftest.py start_fleet, with a fake NVML reader so
 the beacon_gpu_* families appear), serves a request, and /metrics is scraped and compared. Label
-values the rules and panels match on (outcome, state, reason, result, kind, tier) are checked
+values the rules and panels match on (outcome, state, reason, result, kind, tier, mode) are checked
 against the values the code writes."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import re
 
 from gateway.config import AdmissionConfig
 from gateway.gpu import GpuReading, GpuStatus
-from gateway.metrics import FAILOVER_REASONS, STATES
+from gateway.metrics import CLUSTER_MODES, FAILOVER_REASONS, STATES
 from tests.conftest import WorkerSpec
 from tests.deploy.conftest import DEPLOY, ROOT, load_yaml_docs
 
 NAME = re.compile(r"\b((?:beacon|process)_[a-z0-9_]+|up)\b(?!\s*\()")
-SELECTOR = re.compile(r'\b(outcome|state|reason|result|kind|tier)\s*=~?\s*"([^"]+)"')
+SELECTOR = re.compile(r'\b(outcome|state|reason|result|kind|tier|mode)\s*=~?\s*"([^"]+)"')
 SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
 
 
@@ -66,7 +66,8 @@ def known(name: str, names: set[str]) -> bool:
 def test_the_rules_and_the_dashboard_use_names_the_expression_parser_finds():
     names = used_names()
     assert {"beacon_requests_total", "beacon_worker_up", "beacon_config_reloads_total", "up",
-            "beacon_time_to_first_token_seconds_bucket", "beacon_gpu_utilization_ratio"} <= names
+            "beacon_time_to_first_token_seconds_bucket", "beacon_gpu_utilization_ratio", "beacon_cluster_mode",
+            "beacon_cluster_replicas", "beacon_cluster_sync_failures_total"} <= names
     assert not {"le", "worker", "model", "instance"} & names
 
 
@@ -96,7 +97,8 @@ def _outcomes_in_code() -> set[str]:
 
 def test_label_values_matched_by_rules_and_dashboard_are_ones_the_gateway_writes():
     allowed = {"outcome": _outcomes_in_code(), "state": set(STATES), "reason": set(FAILOVER_REASONS),
-               "result": {"ok", "unchanged", "failed"}, "kind": {"total", "used", "free"}, "tier": {"gpu", "cpu"}}
+               "result": {"ok", "unchanged", "failed"}, "kind": {"total", "used", "free"}, "tier": {"gpu", "cpu"},
+               "mode": set(CLUSTER_MODES)}
     assert "timeout" in allowed["outcome"]
     for expr in rule_exprs() + dashboard_exprs():
         for label, value in SELECTOR.findall(expr):

@@ -106,3 +106,13 @@ def test_the_placement_index_is_healthy_gpus_by_free_vram_most_first():
     assert [name for _, _, name in placed.by_free] == ["gpu1", "gpu0"]
     assert [name for _, name in placed.cpus] == ["cpu0"] and placed.down == () and placed.ever_up
     assert placed.probe_floor == 100.0
+
+
+def test_footprints_of_models_no_worker_lists_are_forgotten_once_there_are_many():
+    """A worker names models at will: 5,000 loaded names, then a listing of one, must not stay learned."""
+    cfg = config(("gpu0", "gpu"))
+    names = [f"junk{i}:1b" for i in range(5000)]
+    snap = snapshot(cfg, {"gpu0": probe(disk=names, resident=names)})
+    assert len(snap.footprints) == 5000
+    snap = state.with_probes(snap, {"gpu0": probe(disk=["real:1b"], resident=["real:1b"])}, 200.0)
+    assert dict(snap.footprints) == {"real:1b": 2**30}
