@@ -9,8 +9,10 @@ and the folder through BEACON_PROCESS_*, gateway/siblings.py) sharing the port w
 While they run it forwards SIGHUP (reload) to the gateways and restarts any process that dies,
 after a delay that doubles while it keeps dying young (logged each time). SIGINT or SIGTERM stop
 the gateways (they finish their requests), then Redis, and remove the folder; a stop signal
-during start-up does the same. If the supervisor itself dies (kill -9), the kernel signals its
-children (parent-death signal), and the gateways, which also watch their parent, remove the folder.
+during start-up does the same. Each child runs in a process group of its own, so a signal to
+the supervisor's group reaches the supervisor alone. If the supervisor dies (kill -9, also of its
+whole group), the kernel signals its children (parent-death signal): the gateways, which also
+watch their parent, stop and remove the folder; the private Redis is killed.
 Makes no routing decision and holds no gateway state.
 """
 
@@ -88,18 +90,19 @@ class Child:
     env: dict[str, str]
     death_signal: int  # what the kernel sends it when the supervisor dies
     answers: Callable[[], Awaitable[bool]]
-    own_group: bool = False  # redis-server: out of the terminal's reach, stopped last, by us
+    quiet: bool = False  # redis-server: its banner and notices are not JSON log lines
     proc: subprocess.Popen | None = None
     started: float = 0.0
     delay: float = FIRST_DELAY_S
 
     def spawn(self) -> None:
-        # synchronous on purpose: no await between fork and keeping the handle, so a stop that
-        # comes meanwhile can never lose a process
+        # Synchronous on purpose: no await between fork and keeping the handle, so a stop that
+        # comes meanwhile can never lose a process. A process group of its own: a signal to the
+        # supervisor's group (Ctrl-C, or a harness's SIGKILL of it) reaches the supervisor alone,
+        # which stops the others in order; killed with it, they could not clean up after it.
         self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL if self.own_group else None,
-                                     preexec_fn=_dies_with(os.getpid(), self.death_signal),
-                                     process_group=0 if self.own_group else None)
+                                     stdout=subprocess.DEVNULL if self.quiet else None,
+                                     preexec_fn=_dies_with(os.getpid(), self.death_signal), process_group=0)
         self.started = time.monotonic()
 
 
@@ -187,7 +190,7 @@ def _redis_child(binary: str, folder: Path, socket_path: Path, env: dict[str, st
     argv = [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700", "--save", "",
             "--appendonly", "no", "--dir", str(folder), "--daemonize", "no", "--loglevel", "warning"]
     # SIGKILL: it holds nothing worth saving, and the gateways fall back to local state without it
-    return Child("redis-server", argv, env, signal.SIGKILL, lambda: _redis_answers(socket_path), own_group=True)
+    return Child("redis-server", argv, env, signal.SIGKILL, lambda: _redis_answers(socket_path), quiet=True)
 
 
 async def _until_up(child: Child) -> None:

@@ -1,7 +1,8 @@
 """The ways in and out of `serve --processes 2` that are not a normal run: no redis-server
 installed and no BEACON_REDIS_URL (one line, exit 2), port 0 (one line, exit 2), a stop signal
-while the processes start, and kill -9 of the supervisor itself (its processes notice and
-stop, and the last one removes the run folder). Each time nothing is left running or on disk."""
+while the processes start, and kill -9 of the supervisor itself or of its process group (its
+processes, each in a group of its own, notice and stop, and the last one removes the run
+folder). Each time nothing is left running or on disk."""
 
 from __future__ import annotations
 
@@ -49,20 +50,22 @@ async def test_port_0_with_several_processes_is_refused_in_one_line(served, conf
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_stop_signal_while_the_processes_start_stops_them_all(served, config, sig):
     await served.start(config)
-    for _ in range(1000):  # until the private redis-server listens: the gateways are starting now
-        if list(served.tmpdir.glob("*/redis.sock")):
+    for _ in range(1000):  # until Redis and both gateways run: the gateways are starting now
+        served.seen.update(children_of(served.proc.pid))
+        if len(served.seen) == 3:
             break
         await asyncio.sleep(0.01)
-    served.seen.update(children_of(served.proc.pid))
+    assert len(served.seen) == 3, "Redis and both gateways were started"
     served.proc.send_signal(sig)
     assert await served.finish() == 0
     await served.assert_nothing_left()
 
 
-async def test_kill_9_of_the_supervisor_stops_its_processes_and_they_remove_the_folder(served, config):
+@pytest.mark.parametrize("kill", [os.kill, os.killpg], ids=["the-supervisor", "its-process-group"])
+async def test_kill_9_of_the_supervisor_stops_its_processes_and_they_remove_the_folder(served, config, kill):
     await served.start(config)
     pids = await served.until_serving(2)
-    os.kill(served.proc.pid, signal.SIGKILL)
+    kill(served.proc.pid, signal.SIGKILL)  # its group, as a harness stops what it started: the supervisor alone
     await served.finish()
     for _ in range(100):  # the processes are told by the kernel and stop on their own
         if not any(alive(pid) for pid in served.seen) and not list(served.tmpdir.iterdir()):
