@@ -10,6 +10,8 @@
 # flash-attention CUDA kernels: a shorter build), GPU_RUN_JOBS (default: nproc). For trying this
 # script on a machine without a GPU: GPU_RUN_SKIP_WHEELS=1 (use the packages python3 has) and
 # GPU_RUN_SMOKE=1 (tiny models, gpu_bench --cpu-smoke; put a CPU llama-server at /tmp/llama-cuda/bin).
+# GPU_BENCH_ARGS: more gpu_bench arguments, e.g. "--processes 4" (S7 alone: it then writes
+# s7_processes.json, and only the 1B model). Carried .gpu/redis/*.deb give it a redis-server.
 set -uo pipefail
 T0=$(date +%s)
 LIMIT=${GPU_RUN_LIMIT_S:-580}
@@ -46,7 +48,8 @@ import importlib
 import warnings
 warnings.simplefilter("ignore")
 names = ["pydantic", "pydantic_settings", "aiohttp_retry", "orjson", "structlog", "gguf", "aiohttp", "numpy",
-         "pynvml", "prometheus_client", "yaml", "gateway.app", "gateway.cli", "backends.tinygguf"]
+         "pynvml", "prometheus_client", "yaml", "redis", "gateway.app", "gateway.cli", "gateway.processes",
+         "backends.tinygguf"]
 found = {}
 for n in names:
     m = importlib.import_module(n)
@@ -59,16 +62,37 @@ for n in ("uvloop",):  # optional
 print("[device_run] imports:", ", ".join(f"{k} {v}" for k, v in found.items()))
 EOF
 
+# 1b. redis-server from the carried .deb files (S7's `serve --processes N` starts a private one):
+# unpacked, not installed; a wrapper on PATH gives it the carried libraries the device lacks only.
+if ls .gpu/redis/redis-tools_*.deb >/dev/null 2>&1 && ! command -v redis-server >/dev/null; then
+  R=/tmp/redis-root
+  rm -rf "$R" && mkdir -p "$R/bin" "$R/lib"
+  for f in .gpu/redis/*.deb; do dpkg-deb -x "$f" "$R/pkg"; done
+  for _ in 1 2 3; do  # a library brought in can need another the device lacks
+    for so in $(LD_LIBRARY_PATH="$R/lib" ldd "$R/pkg/usr/bin/redis-check-rdb" | awk '/not found/{print $1}'); do
+      cp -a "$R"/pkg/usr/lib/x86_64-linux-gnu/"$so"* "$R/lib/" 2>/dev/null \
+        || cp -a "$R"/pkg/lib/x86_64-linux-gnu/"$so"* "$R/lib/" 2>/dev/null || say "redis: no carried $so"
+    done
+  done
+  # the package's redis-server is a link to redis-check-rdb, which picks its mode from argv[0]
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$R/lib" "$R/pkg/usr/bin/redis-server" > "$R/bin/redis-server"
+  chmod +x "$R/bin/redis-server"
+  export PATH="$R/bin:$PATH"
+  say "redis: carried libraries used: $(ls "$R/lib" | tr '\n' ' '); $(redis-server --version 2>&1 | head -1)"
+fi
+
 # 2. Models: written in the background while llama-server builds (tmp name, then renamed)
 mkdir -p "$MODELS"
-python3 - "$MODELS" "${GPU_RUN_SMOKE:-0}" > /tmp/models.log 2>&1 <<'EOF' &
+ONLY=all; case " ${GPU_BENCH_ARGS:-} " in *" --processes "*) ONLY=1b;; esac
+python3 - "$MODELS" "${GPU_RUN_SMOKE:-0}" "$ONLY" > /tmp/models.log 2>&1 <<'EOF' &
 import sys, time
 from pathlib import Path
 from backends.tinygguf import make_shaped_llama
 folder = Path(sys.argv[1])
 if sys.argv[2] == "1":
     sys.exit(0)  # smoke: gpu_bench makes its tiny models itself
-for name, shape in (("bench-1b", "llama-3.2-1b"), ("bench-3b", "llama-3.2-3b")):
+wanted = (("bench-1b", "llama-3.2-1b"), ("bench-3b", "llama-3.2-3b"))
+for name, shape in wanted[:1] if sys.argv[3] == "1b" else wanted:
     final, tmp = folder / f"{name}.gguf", folder / f"{name}.gguf.tmp"
     if final.is_file():
         continue
@@ -123,7 +147,8 @@ if [ "$REMAIN" -lt 90 ]; then
 fi
 say "gpu_bench with a budget of $(( REMAIN - 15 ))s"
 timeout -k 5 "$(( REMAIN - 5 ))" python3 tests/perf/gpu/gpu_bench.py --out "$OUT" --models "$MODELS" \
-  --llama-server "$BINDIR/llama-server" --budget-s "$(( REMAIN - 15 ))" "${SMOKE[@]}" 2>&1 | tee "$OUT/bench.log"
+  --llama-server "$BINDIR/llama-server" --budget-s "$(( REMAIN - 15 ))" "${SMOKE[@]}" ${GPU_BENCH_ARGS:-} 2>&1 \
+  | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 say "done: gpu_bench exit $rc; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit "$rc"

@@ -21,6 +21,15 @@ def _taskset(cpus: str | None) -> tuple[str, ...]:
     return ("taskset", "-c", cpus) if cpus and shutil.which("taskset") else ()
 
 
+def gpu_flags(p: Profile) -> tuple[str, ...]:
+    """-ngl and --threads-http for a GPU worker (-ngl 0 in the CPU smoke run). llama-server keeps
+    --threads-http threads; past them it serves a connection on a thread that exits after one
+    request and closes it, so a client that reuses its keep-alive connections (the gateway, this
+    bench) sees "Server disconnected". Enough fixed threads for every connection."""
+    http_threads = ("--threads-http", str(4 * max(p.gpu_parallel, p.cap_concurrency) + 32))
+    return ("-ngl", "99" if p.gpu else "0", *http_threads)
+
+
 async def make_models(p: Profile, folder: Path) -> dict[str, Path]:
     from backends.tinygguf import make_shaped_llama, make_tiny_llama
 
@@ -48,16 +57,14 @@ class Fleet:
         self.gateway_url = ""
         self.config_path = tmp / "gateway.toml"
 
-    async def start_workers(self) -> None:
+    async def start_workers(self, plan: list[tuple] | None = None) -> None:
+        """`plan`: (name, tier, model, extra flags, cores, slots, context) rows; default: S6/S4/S5's four."""
         from backends.llamaserver import start_server
 
         p, gi = self.p, (0 if self.p.gpu else None)
-        # llama-server keeps --threads-http threads; past them it serves a connection on a thread that
-        # exits after one request and closes it, so a client that reuses its keep-alive connections (the
-        # gateway, this bench) sees "Server disconnected". Enough fixed threads for every connection:
-        http_threads = ("--threads-http", str(4 * max(p.gpu_parallel, p.cap_concurrency) + 32))
-        ngl = ("-ngl", "99", *http_threads) if p.gpu else ("-ngl", "0", *http_threads)
-        plan = [("gpu-a", "gpu", MODEL_1B, ngl + ("-t", "2"), "4,5", p.gpu_parallel, p.gpu_ctx),
+        http_threads = gpu_flags(p)[2:]
+        ngl = gpu_flags(p)
+        plan = plan or [("gpu-a", "gpu", MODEL_1B, ngl + ("-t", "2"), "4,5", p.gpu_parallel, p.gpu_ctx),
                 ("gpu-b", "gpu", MODEL_1B, ngl + ("-t", "2"), "6,7", p.gpu_parallel, p.gpu_ctx),
                 ("gpu-c", "gpu", MODEL_3B, ngl + ("-t", "2"), "8,9", p.gpu_parallel, p.gpu_ctx),
                 ("cpu-a", "cpu", MODEL_1B, ("-ngl", "0", "-t", str(p.cpu_threads), *http_threads), "10-13",
@@ -72,7 +79,9 @@ class Fleet:
             self.servers[name] = server
             self.specs.append(WorkerSpec(name, server.url, tier, model, gi if tier == "gpu" else None))
 
-    def start_gateway(self, affinity: bool = True) -> None:
+    def start_gateway(self, affinity: bool = True, processes: int = 1, cpus: str = "0,1") -> None:
+        """`processes` > 1: `serve --processes N` (a supervisor, N gateways on one port and the private
+        redis-server it starts: BEACON_REDIS_URL is dropped from the environment so it does)."""
         from backends.llamaserver import free_port
 
         self.config_path.write_text(gateway_config(self.specs, affinity=affinity))
@@ -80,10 +89,12 @@ class Fleet:
         self.gateway_url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "BEACON_ADMIN_TOKEN": ADMIN_TOKEN, "BEACON_LOG_FORMAT": "json",
                "BEACON_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
+        env.pop("BEACON_REDIS_URL", None)
+        many = ("--processes", str(processes)) if processes > 1 else ()
         log = open(self.tmp / "gateway.log", "ab")  # noqa: SIM115 - the child keeps its copy
         self.gateway = subprocess.Popen(
-            [*_taskset("0,1"), sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*_taskset(cpus), sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path),
+             "--listen", f"127.0.0.1:{port}", *many], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
 
@@ -120,13 +131,25 @@ class Fleet:
         path = self.tmp / name
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
+    async def stop_gateway(self, grace_s: float = 0.0) -> None:
+        """SIGTERM first when `grace_s` (a supervisor then stops its gateways and its redis-server and
+        removes its folder), SIGKILL of the whole process group after it."""
+        if self.gateway is None:
+            return
+        if grace_s and self.gateway.poll() is None:
+            self.gateway.send_signal(signal.SIGTERM)
+            end = time.monotonic() + grace_s
+            while self.gateway.poll() is None and time.monotonic() < end:
+                await asyncio.sleep(0.1)
+        try:
+            os.killpg(self.gateway.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.gateway.wait()
+        self.gateway = None
+
     async def stop(self) -> None:
-        if self.gateway is not None and self.gateway.poll() is None:
-            try:
-                os.killpg(self.gateway.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.gateway.wait()
+        await self.stop_gateway()
         for server in self.servers.values():
             server.kill()
             await server.process.wait()

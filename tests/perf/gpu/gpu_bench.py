@@ -19,6 +19,10 @@ all `-ngl 99` on GPU 0; cpu-a serves `bench-1b` with `-ngl 0 --threads 4` (tier 
 - S5 failover: steady load through the gateway, kill -9 gpu-a: failures of requests that had not
   started (goal 0), cut streams, timeouts; then kill gpu-b too: the CPU tier takes the 1B traffic.
 
+- S7 processes (`--processes N`, run alone, tests/perf/gpu/s7.py): W 1B workers on the GPU, the sum
+  of direct against one gateway process against `serve --processes N` with its private Redis:
+  tokens/s, TTFT p99, gateway CPU per request from /proc. Writes s7_processes.json.
+
 This file holds the scenarios and main; plan.py the pure plan, results and table, load.py the timed
 calls and load drivers, fleet.py the processes.
 
@@ -44,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.perf.gpu import s7  # noqa: E402
 from tests.perf.gpu.fleet import Fleet, make_models  # noqa: E402
 from tests.perf.gpu.load import GpuSampler, chat, chat_body, closed_loop, open_loop, short_prompt  # noqa: E402
 from tests.perf.gpu.plan import (GOALS, GPU, MODEL_1B, MODEL_3B, SMOKE, SPEECH, Call,  # noqa: E402
@@ -275,6 +280,52 @@ def write(out: Path, name: str, data: dict) -> None:
     (out / name).write_text(json.dumps(data, indent=2, default=str))
 
 
+async def main_s7(args: argparse.Namespace, p: Profile, exe: Path, budget: Budget, out: Path, tmp: Path,
+                  log) -> int:
+    """`--processes N`: S7 alone (tests/perf/gpu/s7.py), W 1B workers and no other scenario."""
+    import aiohttp
+
+    if p.gpu:
+        try:
+            os.sched_setaffinity(0, set(s7.CLIENT_CORES))  # the gateway's cores stay the gateway's
+        except OSError:
+            pass
+    workers = args.workers or (4 if p.gpu else 2)
+    summary: dict = {"profile": p.name, "scenario": "s7", "budget_s": args.budget_s, "skipped": {}}
+    models = await make_models(p, Path(args.models))
+    fleet = Fleet(p, exe, models, tmp)
+    status = 0
+    try:
+        t0 = time.perf_counter()
+        await fleet.start_workers(s7.s7_plan(p, workers))
+        log(f"S7: {workers} workers up in {time.perf_counter() - t0:.1f}s")
+        summary["nvidia_smi"] = _smi_line() if p.gpu else None
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=2)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as http:
+            summary["s7"] = await s7.s7_processes(fleet, http, p, args.processes, budget, log)
+        summary["nvidia_smi_after"] = _smi_line() if p.gpu else None
+    except Exception as exc:  # noqa: BLE001
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"S7 failed: {summary['error']}")
+        status = 1
+    finally:
+        await fleet.stop()
+        tails = [f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-25:])
+                 for f in sorted(tmp.glob("*.log"))]
+        (out / "logs_tail.txt").write_text("\n".join(tails))
+        write(out, "s7_processes.json", summary)
+    print(s7.render(summary), flush=True)
+    return status
+
+
+def _smi_line() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.used,memory.total,utilization.gpu",
+                               "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"nvidia-smi failed: {exc}"
+
+
 async def main_async(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -294,6 +345,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if exe is None or not exe.is_file():
         print("no llama-server binary: set --llama-server or BEACON_LLAMA_SERVER, or run .ci/build-llama-server")
         return 2
+    if args.processes:
+        return await main_s7(args, p, exe, budget, out, tmp, log)
     if p.gpu:
         try:
             os.sched_setaffinity(0, {2, 3})  # the load generator keeps off the gateway's and workers' cores
@@ -382,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/gpu-bench-work", help="folder for logs and the gateway config")
     parser.add_argument("--llama-server", help="the llama-server binary (default: BEACON_LLAMA_SERVER or the cache)")
     parser.add_argument("--budget-s", type=float, default=None, help="hard time budget for everything")
+    parser.add_argument("--processes", type=int, default=0, metavar="N",
+                        help="run S7 alone: the sum of direct vs one gateway process vs `serve --processes N`")
+    parser.add_argument("--workers", type=int, default=0, help="S7's 1B workers on the GPU (default 4; smoke 2)")
     args = parser.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = 60.0 if args.cpu_smoke else 240.0

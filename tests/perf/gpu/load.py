@@ -22,9 +22,9 @@ async def chat(http, url: str, body: bytes, timeout_s: float, keep_text: bool = 
     connection after a streamed answer without saying so: a pooled connection that fails before any
     answer is retried (twice at most) on another, as HTTP clients do; `retries` counts it."""
     call = Call(sent_at=time.perf_counter())
-    for _ in range(3):
+    for attempt in range(3):
         await _chat_once(http, url, body, timeout_s, keep_text, call)
-        if not call.stale:
+        if not call.stale or attempt == 2:  # the third stale connection is reported as the error it was
             break
         call.retries += 1
         call.error = call.status = None

@@ -5,6 +5,9 @@
 #   .gpu/wheels/         cp312 manylinux x86_64 wheels of what the device's python3 lacks,
 #                        installed there with --no-deps into a --target folder
 #   .gpu/wheels/fallback wheels the device very likely has (pyyaml, tqdm): installed only if missing
+#   .gpu/redis/          Debian's redis-server and redis-tools .deb files and the libraries they link
+#                        (S7, `serve --processes N`: the supervisor starts a private redis-server);
+#                        device_run.sh unpacks them with dpkg-deb -x, no root install
 # Then on the device: bash tests/perf/gpu/device_run.sh   (carry [".gpu"])
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
@@ -41,12 +44,20 @@ echo "pack: downloading wheels"
 "${PIP[@]}" --no-deps -d "$OUTDIR.tmp/wheels" \
   "pydantic==2.13.4" "pydantic-core==2.46.4" "pydantic-settings==2.14.1" "annotated-types==0.7.0" \
   "typing-inspection==0.4.2" "typing-extensions==4.16.0" "python-dotenv==1.2.2" \
-  "aiohttp-retry==2.9.1" "orjson==3.13.0" "structlog==26.1.0" "gguf==0.19.0"
+  "aiohttp-retry==2.9.1" "orjson==3.13.0" "structlog==26.1.0" "gguf==0.19.0" "redis==8.1.0"
 "${PIP[@]}" --no-deps -d "$OUTDIR.tmp/wheels/fallback" "pyyaml==6.0.3" "tqdm==4.70.1"
+
+# redis-server is a link to redis-check-rdb (in redis-tools); the libraries are the ones its ldd names
+# beyond glibc and libstdc++. device_run.sh uses the carried libraries only where the device lacks them.
+echo "pack: downloading Debian's redis-server and the libraries it links"
+mkdir -p "$OUTDIR.tmp/redis"
+(cd "$OUTDIR.tmp/redis" && apt-get download -q redis-server redis-tools liblzf1 libjemalloc2 libatomic1 libssl3 \
+   libsystemd0 libcap2 libgcrypt20 liblzma5 libzstd1 liblz4-1 libgpg-error0 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+ls "$OUTDIR.tmp/redis"/redis-tools_*.deb >/dev/null || { echo "pack: apt-get download of redis-tools failed" >&2; exit 1; }
 
 rm -rf "$OUTDIR" && mv "$OUTDIR.tmp" "$OUTDIR"
 echo "pack: contents"
-ls -la "$OUTDIR" "$OUTDIR/wheels" "$OUTDIR/wheels/fallback"
+ls -la "$OUTDIR" "$OUTDIR/wheels" "$OUTDIR/wheels/fallback" "$OUTDIR/redis"
 du -sh "$OUTDIR"
 total=$(du -sb "$OUTDIR" | cut -f1)
 [ "$total" -lt $((60 * 1024 * 1024)) ] || { echo "pack: .gpu is over 60 MiB" >&2; exit 1; }
