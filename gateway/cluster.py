@@ -1,8 +1,8 @@
 """Live state shared between gateway replicas and processes through Redis.
 
-Each replica publishes what it alone knows (its in-flight claims, the loads and evictions it
-caused since the last probe, its queue depths, learned slots and service times) as one blob
-under a key that expires with its lease, and reads everyone else's in the background. The
+Each replica publishes what it alone knows (its in-flight claims and streams, the loads and
+evictions it caused since the last probe, its queue depths, learned slots and service times) as
+one blob under a key that expires with its lease, and reads everyone else's in the background. The
 router reads the merged `ClusterView` synchronously; the request path awaits Redis only where
 a decision must be atomic across replicas (client limits, cold-load single flight) or needs a
 fact no background view can hold (a conversation's worker), and always within a short bound.
@@ -85,6 +85,7 @@ class ClusterView:
     load_s: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
     ejections: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # worker -> ejected until
     drained: frozenset[str] = frozenset()
+    started: Mapping[Pair, int] = field(default_factory=lambda: _EMPTY)  # streams generating now
 
 
 LONE = ClusterView()
@@ -103,10 +104,12 @@ class LocalState:
     load_s: Mapping[str, float]
     ejections: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # ours: worker -> until (wall)
     drained: frozenset[str] = frozenset()  # as our snapshot has them: re-published to a Redis that lost them
+    started: Mapping[Pair, int] = field(default_factory=lambda: _EMPTY)  # streams generating now
 
     def encode(self) -> bytes:
         return orjson.dumps({
             "claims": [[w, m, n] for (w, m), n in self.claims.items() if n],
+            "started": [[w, m, n] for (w, m), n in self.started.items() if n],
             "used": [[w, m, t] for (w, m), t in self.used.items()],
             "evicted": [[w, m, t] for (w, m), t in self.evicted.items()],
             "depths": {m: d for m, d in self.depths.items() if d},
@@ -121,6 +124,7 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
     """Everyone else's blobs as one view: counts add up, learned slots take the largest, times
     the latest, service and load times the mean. A blob that does not parse is skipped."""
     claims: dict[Pair, int] = {}
+    started: dict[Pair, int] = {}
     used: dict[Pair, float] = {}
     evicted: dict[Pair, float] = {}
     depths: dict[str, int] = {}
@@ -133,6 +137,8 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
             continue
         for w, m, n in _triples(data.get("claims")):
             claims[(w, m)] = claims.get((w, m), 0) + int(n)
+        for w, m, n in _triples(data.get("started")):
+            started[(w, m)] = started.get((w, m), 0) + int(n)
         for w, m, t in _triples(data.get("used")):
             used[(w, m)] = max(used.get((w, m), 0.0), float(t))
         for w, m, t in _triples(data.get("evicted")):
@@ -163,7 +169,7 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
         evicted=evicted, evictions=evictions, depths=depths, slots=slots,
         service_s={m: sum(v) / len(v) for m, v in service.items()},
         load_s={m: sum(v) / len(v) for m, v in load.items()},
-        ejections=dict(ejections), drained=drained)
+        ejections=dict(ejections), drained=drained, started=started)
 
 
 def _decode(blob: bytes | None) -> dict[str, Any] | None:
@@ -329,7 +335,8 @@ class Cluster:
     async def session_worker(self, key: str | None) -> str | None:
         if not key:
             return None
-        found = await self._call(lambda r: r.get(self._key("s", key)), None)
+        # GETEX: reading a live conversation keeps it for another TTL, so its turns need not write it again
+        found = await self._call(lambda r: r.getex(self._key("s", key), ex=int(self._session_ttl_s)), None)
         return found.decode() if found else None
 
     async def remember_session(self, key: str | None, worker: str) -> None:

@@ -52,7 +52,7 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             data.pop("name", None)
             body = orjson.dumps(data)
         outcome.session = session_key(request, data, snap.config.routing.affinity)
-        await shared_session(gw, outcome.session)
+        known = await shared_session(gw, outcome.session)
         plan = await plan_for(gw, model, outcome.session, Need(len(body) // 4, asked.predict))
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(asked.model)
@@ -61,9 +61,9 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             raise NoCapacity(plan.note, snap.config.server.retry_after_s)
         front = FrontRequest(asked.endpoint, request.path, body, data, model, api)
         response = await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
-        if outcome.session and outcome.outcome == "ok" and gw.cluster.shared:  # the next turn may land elsewhere
-            gw.cluster.later(gw.cluster.remember_session(outcome.session, outcome.worker))
-        return response
+        if outcome.session and outcome.outcome == "ok" and outcome.worker != known and gw.cluster.shared:
+            gw.cluster.later(gw.cluster.remember_session(outcome.session, outcome.worker))  # the next turn may
+        return response  # land on another replica; a conversation that stays put costs no write
     except GatewayError as exc:
         outcome.status = outcome.status or exc.status
         outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
@@ -86,13 +86,16 @@ async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> 
                                  config.server.retry_after_s)
 
 
-async def shared_session(gw: Gateway, key: str | None) -> None:
+async def shared_session(gw: Gateway, key: str | None) -> str | None:
     """With replicas sharing state, the worker that served this conversation last, whichever
-    replica sent it there, from Redis (one bounded round trip) into our own table."""
-    if key and gw.cluster.shared:
-        worker = await gw.cluster.session_worker(key)
-        if worker is not None:
-            gw.inflight.remember_session(key, worker)
+    replica sent it there, from Redis (one bounded round trip) into our own table; returned, so
+    that an answer from the same worker writes nothing back."""
+    if not key or not gw.cluster.shared:
+        return None
+    worker = await gw.cluster.session_worker(key)
+    if worker is not None:
+        gw.inflight.remember_session(key, worker)
+    return worker
 
 
 def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
