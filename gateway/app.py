@@ -17,7 +17,7 @@ from backends.upstream import refuse_redirects
 from gateway import cors, state
 from gateway.access import ACCESS, Access, access_middleware
 from gateway.admission import Admission
-from gateway.cluster import Cluster, LocalState
+from gateway.cluster import Cluster, ClusterView, LocalState
 from gateway.config import RoutingConfig
 from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
@@ -112,8 +112,13 @@ def _cluster(settings: Settings, holder: state.SnapshotHolder, inflight: InFligh
     def local() -> LocalState:  # what this replica's traffic did within about two probe rounds
         return local_state(inflight, admission.depths(), 2 * holder.current.config.health.interval_s, holder, clock)
 
-    return Cluster(url, local, prefix=settings.redis_prefix, lease_s=settings.redis_lease_s,
-                   on_sync=lambda view: shared_facts(holder, view, clock))
+    def synced(view: ClusterView) -> None:
+        shared_facts(holder, view, clock)
+        # Another replica's request that ended frees a slot our queue heads may wait for, and no
+        # event of ours says so: they look again on every sync (a plan each, only while some wait).
+        admission.wake_all()
+
+    return Cluster(url, local, prefix=settings.redis_prefix, lease_s=settings.redis_lease_s, on_sync=synced)
 
 
 def new_session() -> aiohttp.ClientSession:

@@ -114,6 +114,13 @@ class Claims:
         evicted = {key: at for key, at in self._evicted.items() if at > since}
         return claims, used, evicted
 
+    def generating(self) -> dict[tuple[str, str], int]:
+        """Streams generating now per pair (cluster.LocalState): the other replicas learn a worker's
+        slots from every replica's streams at once. Reads only pairs with requests in flight."""
+        pairs = self._pairs
+        return {(w, m): n for m, workers in self._busy.items() if m for w in workers
+                if (n := pairs[(w, m)].generating)}
+
     # -- writes (the request path only) --------------------------------------------------
     def evicting(self, worker: str, models: Iterable[str], now: float) -> None:
         for model in models:

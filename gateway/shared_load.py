@@ -2,11 +2,11 @@
 (InFlight) plus what the other replicas published (cluster.ClusterView), read as one `Load`.
 
 Counts add up; learned slots take the larger; times are the latest, the others' turned from
-wall-clock seconds into this process's monotonic clock. A claim's peers count every replica's
-requests on its pair, so slots are learned from what the worker served at once, not from our
-share. Decode rates and slow verdicts stay each replica's own measurement. Pure reads, no I/O:
-the cluster's background sync swaps the view it reads. A lone process routes by InFlight
-itself and never builds one of these.
+wall-clock seconds into this process's monotonic clock. A claim's peers and a stream's first
+byte count every replica's requests and streams on the pair, so slots are learned from what the
+worker served at once, not from our share. Decode rates and slow verdicts stay each replica's
+own measurement. Pure reads, no I/O: the cluster's background sync swaps the view it reads. A
+lone process routes by InFlight itself and never builds one of these.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class SharedLoad:
         self.local, self.cluster, self._clock, self._wall = local, cluster, clock, wall
         for name in ("decode_rate", "worker_rate", "recent_rate", "slow_reason", "slow_rate", "slow_workers",
                      "session_worker", "requested", "demand", "finished", "record_rate", "learn_slots",
-                     "remember_session", "evicting", "first_byte"):
+                     "remember_session", "evicting"):
             setattr(self, name, getattr(local, name))  # one replica's own facts and writes: as they are
 
     def _mono(self, wall_time: float) -> float:
@@ -62,13 +62,24 @@ class SharedLoad:
 
     @contextmanager
     def claim(self, worker: str, model: str = "", now: float = 0.0) -> Iterator[Claim]:
-        """InFlight's claim, with the other replicas' requests in flight on the pair among its peers
-        (as of the last sync): the worker serves them all at once, and learn_slots and record_rate read
-        peers as that. Counting our share alone, N replicas each learn about 1/N of a worker's slots
-        and route as if it were full: queueing, and loading replicas nobody needs."""
-        with self.local.claim(worker, model, now) as claim:
-            claim.peers += self.cluster.view.claims.get((worker, model), 0)
-            yield claim
+        """InFlight.claim, counting the other replicas' requests on the pair (as of the last sync)
+        among its peers and their streams in its first byte: the worker serves them all at once,
+        and learn_slots, record_rate and first_byte read these counts as that. Counting our share
+        alone, N replicas each learn about 1/N of a worker's slots and route as if it were full
+        (queueing, and loading replicas of a model nobody needs)."""
+        claims = self.local.claims
+        with claims.claim(worker, model, now) as pair:
+            claim = Claim(self, worker, model, pair.inflight + self.cluster.view.claims.get((worker, model), 0))
+            try:
+                yield claim
+            finally:
+                if claim.started:
+                    claims.stopped(pair)
+
+    def first_byte(self, worker: str, model: str) -> None:
+        """A stream started: as many streams generating at once, ours and the others', as the worker has slots."""
+        here = self.local.claims.started(worker, model)
+        self.local.learn_slots(worker, model, here + self.cluster.view.started.get((worker, model), 0))
 
     # -- counts ------------------------------------------------------------------------------
     def get(self, worker: str) -> int:
@@ -152,7 +163,7 @@ def local_state(inflight: InFlight, depths: Mapping[str, int], window_s: float, 
     claims, used, evicted = inflight.claims.export(now - window_s)
     service, load = inflight.durations.learned()
     return LocalState(
-        claims=claims, used={k: t + offset for k, t in used.items()},
+        claims=claims, started=inflight.claims.generating(), used={k: t + offset for k, t in used.items()},
         evicted={k: t + offset for k, t in evicted.items()}, depths=depths,
         slots={k: n for k, n in inflight.slots_learned.learned().items() if n > 1},
         service_s=service, load_s=load,
