@@ -76,10 +76,8 @@ async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> 
     """A plan now, or after waiting in the model's queue while every copy is busy."""
     admission, config = gw.admission, gw.holder.current.config
 
-    view = gw.cluster.view
-
-    def plan() -> Plan:  # the queue before this request: ours, and the other replicas' as of the last sync
-        queued = admission.depth(model) + view.depths.get(model, 0)
+    def plan() -> Plan:  # the queue before this request: ours, and the other replicas' as of the latest sync
+        queued = admission.depth(model) + gw.cluster.view.depths.get(model, 0)  # read afresh each re-plan
         return choose(gw.holder.current, gw.load, model, session, queued, need)
 
     return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
