@@ -79,6 +79,7 @@ class ClusterView:
     by_worker: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)  # worker -> model -> last
     evicted: Mapping[Pair, float] = field(default_factory=lambda: _EMPTY)
     evictions: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # worker -> latest evicting load
+    evicted_by_model: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: _EMPTY)  # model -> worker
     depths: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     slots: Mapping[Pair, int] = field(default_factory=lambda: _EMPTY)
     service_s: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
@@ -162,11 +163,13 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
         by_model.setdefault(m, {})[w] = t
         by_worker.setdefault(w, {})[m] = t
     evictions: dict[str, float] = {}
-    for (w, _), t in evicted.items():
+    evicted_by_model: dict[str, dict[str, float]] = {}
+    for (w, m), t in evicted.items():
         evictions[w] = max(evictions.get(w, 0.0), t)
+        evicted_by_model.setdefault(m, {})[w] = t
     return ClusterView(
         replicas=replicas, claims=claims, workers=workers, busy=busy, used=by_model, by_worker=by_worker,
-        evicted=evicted, evictions=evictions, depths=depths, slots=slots,
+        evicted=evicted, evictions=evictions, evicted_by_model=evicted_by_model, depths=depths, slots=slots,
         service_s={m: sum(v) / len(v) for m, v in service.items()},
         load_s={m: sum(v) / len(v) for m, v in load.items()},
         ejections=dict(ejections), drained=drained, started=started)

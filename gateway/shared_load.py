@@ -111,7 +111,7 @@ class SharedLoad:
 
     def evicted_on(self, model: str) -> Mapping[str, float]:
         local = self.local.evicted_on(model)
-        remote = {w: self._mono(t) for (w, m), t in self.cluster.view.evicted.items() if m == model}
+        remote = {w: self._mono(t) for w, t in self.cluster.view.evicted_by_model.get(model, {}).items()}
         if not remote:
             return local
         return {**remote, **{w: max(t, remote.get(w, t)) for w, t in local.items()}}
