@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     _admin_commands(sub)
 
     sim = sub.add_parser("sim-worker", help="run a simulated Ollama worker")
-    from backends.sim.cli import add_sim_arguments
+    from local_workers.sim.cli import add_sim_arguments
 
     add_sim_arguments(sim)
     sim.set_defaults(func=_sim_worker)
@@ -186,7 +186,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _sim_worker(args: argparse.Namespace) -> int:
-    from backends.sim.cli import run_from_args
+    from local_workers.sim.cli import run_from_args
 
     run_from_args(args)
     return 0

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import structlog
 
-from backends import llamaserver
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers import llamaserver
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import listen, logs, runner
 from gateway.app import build_app
 from gateway.config import load_config
@@ -117,7 +117,7 @@ async def _real_llama_worker(folder: Path):
             log.warning("demo.no_llama_server", reason="BEACON_LLAMA_SERVER does not name a file")
         return None
     try:
-        from backends.tinygguf import make_tiny_llama
+        from local_workers.tinygguf import make_tiny_llama
 
         model = make_tiny_llama(folder / "tiny-llama.gguf", name="tiny-llama")
         return await llamaserver.start_server(exe, folder, model=model, alias="tiny-llama", parallel=2)

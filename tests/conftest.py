@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.context import GATEWAY, Gateway
@@ -121,7 +121,7 @@ class SimProcess:
         import sys
 
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backends.sim", "--port", str(self.port), "--name", self.name, *self.args,
+            sys.executable, "-m", "local_workers.sim", "--port", str(self.port), "--name", self.name, *self.args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         async with aiohttp.ClientSession() as http:
             for _ in range(200):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.context import GATEWAY, Gateway

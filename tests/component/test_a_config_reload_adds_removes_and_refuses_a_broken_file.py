@@ -4,7 +4,7 @@ worker drains, an added one warms before traffic; a broken file changes nothing 
 import orjson
 from structlog.testing import capture_logs
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from tests.conftest import GIB, WorkerSpec
 
 PIN = '[models."llama3.2:1b"]\npin = ["gpu2"]\n'

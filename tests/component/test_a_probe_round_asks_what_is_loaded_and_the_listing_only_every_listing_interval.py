@@ -4,8 +4,8 @@ request per worker per round instead of three, which is what a thousand workers 
 A worker that was not up is read in full, and so is one that loads a model its listing lacks.
 The gateway's clock is held still, so "every 30 s" is decided by the test."""
 
-from backends.sim import SimModel
-from backends.sim.models import GIB
+from local_workers.sim import SimModel
+from local_workers.sim.models import GIB
 from tests.conftest import WorkerSpec
 
 

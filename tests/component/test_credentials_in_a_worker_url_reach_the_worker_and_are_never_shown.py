@@ -12,7 +12,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import cli
 from gateway.config import ConfigError, parse_config
 from tests.conftest import WorkerSpec

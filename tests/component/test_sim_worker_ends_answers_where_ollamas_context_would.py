@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from backends.sim import SimModel
+from local_workers.sim import SimModel
 
 GIB = 2**30
 CONTEXT = 4096  # parse_models gives a model a 4096-token training context

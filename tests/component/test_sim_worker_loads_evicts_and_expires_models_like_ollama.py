@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 
-from backends.sim import parse_models
+from local_workers.sim import parse_models
 
 GIB = 1024**3
 

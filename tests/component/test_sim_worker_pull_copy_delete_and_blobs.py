@@ -8,7 +8,7 @@ from functools import partial
 import orjson
 import pytest
 
-from backends.sim import SimModel
+from local_workers.sim import SimModel
 
 GIB = 1024**3
 NO_MANIFEST = {"error": "pull model manifest: file does not exist"}

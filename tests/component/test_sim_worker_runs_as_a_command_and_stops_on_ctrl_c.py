@@ -1,4 +1,4 @@
-"""`python -m backends.sim --port P ...` serves a simulated worker as a real process, says where it
+"""`python -m local_workers.sim --port P ...` serves a simulated worker as a real process, says where it
 listens, answers over HTTP, and stops cleanly on SIGINT or SIGTERM."""
 
 import asyncio
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "backends.sim", *args, cwd=ROOT,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "local_workers.sim", *args, cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
     match = re.search(r"listening on (http://\S+)", line)
@@ -46,7 +46,7 @@ async def test_the_command_serves_until_told_to_stop(stop):
 
 
 async def test_a_required_port_is_asked_for():
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "backends.sim", cwd=ROOT,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "local_workers.sim", cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2 and b"--port" in err
@@ -64,7 +64,7 @@ async def test_a_port_already_taken_is_one_line_and_exit_1():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "backends.sim", "--port", str(port),
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "local_workers.sim", "--port", str(port),
                                                     cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 20)

@@ -1,4 +1,4 @@
-"""`python -m backends.sim --workers N ...` serves N simulated workers from one process, each on its
+"""`python -m local_workers.sim --workers N ...` serves N simulated workers from one process, each on its
 own port with its own slice of the models, every k-th with a model loaded; `GET /fleet` lists them
 and sums their request counters; SIGTERM stops them all (the fleet-scale benchmark runs on this)."""
 
@@ -17,7 +17,7 @@ MODELS = "a:1b=0.1GiB,b:1b=0.1GiB,c:1b=0.1GiB,d:1b=0.1GiB"
 
 async def test_one_process_serves_a_fleet_and_stops_on_sigterm():
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backends.sim", "--port", "0", "--workers", "6", "--name", "w", "--models", MODELS,
+        sys.executable, "-m", "local_workers.sim", "--port", "0", "--workers", "6", "--name", "w", "--models", MODELS,
         "--models-per-worker", "2", "--resident-every", "3", "--load-s-per-gib", "0.01", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
@@ -53,7 +53,7 @@ async def test_a_port_already_taken_is_one_line_and_exit_1():
         taken.listen()
         port = taken.getsockname()[1]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backends.sim", "--port", str(port - 1), "--workers", "2", cwd=ROOT,
+            sys.executable, "-m", "local_workers.sim", "--port", str(port - 1), "--workers", "2", cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 1 and out == b""

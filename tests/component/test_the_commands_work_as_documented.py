@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from backends import llamaserver
+from local_workers import llamaserver
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "gateway"]

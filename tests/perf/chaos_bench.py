@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from backends.sim import SimWorker, build_sim_app, parse_models
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import logs, runner
 from gateway.app import build_app
 from gateway.config import parse_config

@@ -63,7 +63,7 @@ def rss_mb(pid: int) -> float:
 
 def start_fleet(procs: Procs, n: int, models: int) -> tuple[str, list[dict]]:
     spec = ",".join(f"{name}={size / fleet_routing.GIB:g}GiB" for name, size in fleet_routing.catalogue(models))
-    proc = procs.python(["-m", "backends.sim", "--port", "0", "--workers", str(n), "--name", "w",
+    proc = procs.python(["-m", "local_workers.sim", "--port", "0", "--workers", str(n), "--name", "w",
                          "--models", spec, "--models-per-worker", str(MODELS_ON_DISK),
                          "--resident-every", str(RESIDENT_EVERY), "--tokens-per-s", "100000",
                          "--load-s-per-gib", "0.01"], f"fleet-{n}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.llamaserver import LlamaServer, binary, start_server
-from backends.tinygguf import make_tiny_llama
+from local_workers.llamaserver import LlamaServer, binary, start_server
+from local_workers.tinygguf import make_tiny_llama
 
 EXE = binary()
 

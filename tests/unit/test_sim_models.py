@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from backends.sim import SimModel, SimWorker, parse_models, parse_size
-from backends.sim.models import GIB, default_registry, normalise, parse_keep_alive
+from local_workers.sim import SimModel, SimWorker, parse_models, parse_size
+from local_workers.sim.models import GIB, default_registry, normalise, parse_keep_alive
 
 
 @pytest.mark.parametrize(("text", "size"), [

@@ -49,7 +49,7 @@ import warnings
 warnings.simplefilter("ignore")
 names = ["pydantic", "pydantic_settings", "aiohttp_retry", "orjson", "structlog", "gguf", "aiohttp", "numpy",
          "pynvml", "prometheus_client", "yaml", "redis", "gateway.app", "gateway.cli", "gateway.processes",
-         "backends.tinygguf"]
+         "local_workers.tinygguf"]
 found = {}
 for n in names:
     m = importlib.import_module(n)
@@ -87,7 +87,7 @@ ONLY=all; case " ${GPU_BENCH_ARGS:-} " in *" --processes "*) ONLY=1b;; esac
 python3 - "$MODELS" "${GPU_RUN_SMOKE:-0}" "$ONLY" > /tmp/models.log 2>&1 <<'EOF' &
 import sys, time
 from pathlib import Path
-from backends.tinygguf import make_shaped_llama
+from local_workers.tinygguf import make_shaped_llama
 folder = Path(sys.argv[1])
 if sys.argv[2] == "1":
     sys.exit(0)  # smoke: gpu_bench makes its tiny models itself

@@ -31,7 +31,7 @@ def gpu_flags(p: Profile) -> tuple[str, ...]:
 
 
 async def make_models(p: Profile, folder: Path) -> dict[str, Path]:
-    from backends.tinygguf import make_shaped_llama, make_tiny_llama
+    from local_workers.tinygguf import make_shaped_llama, make_tiny_llama
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {MODEL_1B: folder / "bench-1b.gguf", MODEL_3B: folder / "bench-3b.gguf"}
@@ -59,7 +59,7 @@ class Fleet:
 
     async def start_workers(self, plan: list[tuple] | None = None) -> None:
         """`plan`: (name, tier, model, extra flags, cores, slots, context) rows; default: S6/S4/S5's four."""
-        from backends.llamaserver import start_server
+        from local_workers.llamaserver import start_server
 
         p, gi = self.p, (0 if self.p.gpu else None)
         http_threads = gpu_flags(p)[2:]
@@ -82,7 +82,7 @@ class Fleet:
     def start_gateway(self, affinity: bool = True, processes: int = 1, cpus: str = "0,1") -> None:
         """`processes` > 1: `serve --processes N` (a supervisor, N gateways on one port and the private
         redis-server it starts: BEACON_REDIS_URL is dropped from the environment so it does)."""
-        from backends.llamaserver import free_port
+        from local_workers.llamaserver import free_port
 
         self.config_path.write_text(gateway_config(self.specs, affinity=affinity))
         port = free_port()

@@ -329,7 +329,7 @@ def _smi_line() -> str:
 async def main_async(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from backends.llamaserver import binary
+    from local_workers.llamaserver import binary
 
     p = SMOKE if args.cpu_smoke else GPU
     budget = Budget(args.budget_s)

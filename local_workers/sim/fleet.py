@@ -18,9 +18,9 @@ from collections import Counter
 
 from aiohttp import web
 
-from backends.sim.app import build_sim_app
-from backends.sim.engine import SimWorker
-from backends.sim.models import GIB, SimModel, parse_models
+from local_workers.sim.app import build_sim_app
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.models import GIB, SimModel, parse_models
 
 
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from backends.sim.content import Tokens, answer_length, count_tokens, paced
-from backends.sim.engine import Busy, ModelGone, Resident, SimWorker
-from backends.sim.models import SimModel, parse_keep_alive
-from backends.sim.wire import (
+from local_workers.sim.content import Tokens, answer_length, count_tokens, paced
+from local_workers.sim.engine import Busy, ModelGone, Resident, SimWorker
+from local_workers.sim.models import SimModel, parse_keep_alive
+from local_workers.sim.wire import (
     BUSY,
     NDJSON,
     SIM_WORKER,

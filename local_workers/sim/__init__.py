@@ -4,8 +4,8 @@
 Tests, benchmarks and the demo use it as a fake worker. Must never import gateway/.
 """
 
-from backends.sim.app import SIM_WORKER, build_sim_app
-from backends.sim.engine import MODES, SimWorker
-from backends.sim.models import SimModel, parse_models, parse_size
+from local_workers.sim.app import SIM_WORKER, build_sim_app
+from local_workers.sim.engine import MODES, SimWorker
+from local_workers.sim.models import SimModel, parse_models, parse_size
 
 __all__ = ["MODES", "SIM_WORKER", "SimModel", "SimWorker", "build_sim_app", "parse_models", "parse_size"]

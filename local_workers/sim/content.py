@@ -20,7 +20,7 @@ from itertools import chain, islice
 import orjson
 from aiohttp import web
 
-from backends.sim.engine import Resident, SimWorker
+from local_workers.sim.engine import Resident, SimWorker
 
 WORDS = ("the", "sky", "is", "blue", "because", "light", "scatters", "in", "air", "and", "short", "waves",
          "bend", "more", "than", "long", "ones", "so", "we", "see", "it", "every", "day", "here", "now", "bright")

@@ -14,9 +14,9 @@ import re
 import orjson
 from aiohttp import web
 
-from backends.sim.engine import SimWorker
-from backends.sim.models import SimModel, normalise
-from backends.sim.wire import NDJSON, SIM_WORKER, SimError, error, json_response, model_field, read_json, want_stream
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.models import SimModel, normalise
+from local_workers.sim.wire import NDJSON, SIM_WORKER, SimError, error, json_response, model_field, read_json, want_stream
 
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 _NO_MANIFEST = "pull model manifest: file does not exist"

@@ -12,8 +12,8 @@ import math
 import time
 from collections import deque
 
-from backends.sim.models import GIB, SimModel, default_registry, normalise
-from backends.sim.records import MODES, SLOWDOWN, Busy, ModelGone, Resident, Stats
+from local_workers.sim.models import GIB, SimModel, default_registry, normalise
+from local_workers.sim.records import MODES, SLOWDOWN, Busy, ModelGone, Resident, Stats
 
 __all__ = ["MODES", "Busy", "ModelGone", "Resident", "SimWorker", "Stats"]
 

@@ -13,10 +13,10 @@ import contextlib
 
 from aiohttp import web
 
-from backends.sim import embed, inference, manage, openai
-from backends.sim.engine import MODES, SimWorker
-from backends.sim.models import parameter_count
-from backends.sim.wire import (
+from local_workers.sim import embed, inference, manage, openai
+from local_workers.sim.engine import MODES, SimWorker
+from local_workers.sim.models import parameter_count
+from local_workers.sim.wire import (
     SIM_WORKER,
     SimError,
     details,

@@ -1,5 +1,5 @@
-"""`beacon-gateway sim-worker` / `python -m backends.sim`: one simulated Ollama worker on a port
-(or, with `--workers N`, N of them in one process: backends/sim/fleet.py).
+"""`beacon-gateway sim-worker` / `python -m local_workers.sim`: one simulated Ollama worker on a port
+(or, with `--workers N`, N of them in one process: local_workers/sim/fleet.py).
 
 Parses flags, builds the worker, serves until SIGINT or SIGTERM. No routing, no gateway imports.
 """
@@ -14,10 +14,10 @@ import sys
 
 from aiohttp import web
 
-from backends.sim.app import build_sim_app
-from backends.sim.engine import SimWorker
-from backends.sim.fleet import add_fleet_arguments, serve_fleet
-from backends.sim.models import GIB, parse_models
+from local_workers.sim.app import build_sim_app
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.fleet import add_fleet_arguments, serve_fleet
+from local_workers.sim.models import GIB, parse_models
 
 DEFAULT_MODELS = "llama3.2:1b=1.3GiB,qwen2.5:7b=4.7GiB,nomic-embed-text=0.27GiB"
 

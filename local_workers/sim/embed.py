@@ -11,11 +11,11 @@ import time
 
 from aiohttp import web
 
-from backends.sim.content import count_tokens, paced, vector
-from backends.sim.engine import SimWorker
-from backends.sim.inference import acquire, keep_alive_of, load_seconds, misbehaviour, requested_model
-from backends.sim.models import SimModel
-from backends.sim.wire import SIM_WORKER, SimError, json_response, read_json
+from local_workers.sim.content import count_tokens, paced, vector
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.inference import acquire, keep_alive_of, load_seconds, misbehaviour, requested_model
+from local_workers.sim.models import SimModel
+from local_workers.sim.wire import SIM_WORKER, SimError, json_response, read_json
 
 
 async def embed(request: web.Request) -> web.Response:

@@ -14,9 +14,9 @@ import time
 import orjson
 from aiohttp import web
 
-from backends.sim.embed import embed_inputs
-from backends.sim.engine import SimWorker
-from backends.sim.inference import (
+from local_workers.sim.embed import embed_inputs
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.inference import (
     MALFORMED,
     Answer,
     acquire,
@@ -25,8 +25,8 @@ from backends.sim.inference import (
     misbehaviour,
     send_tokens,
 )
-from backends.sim.models import SimModel
-from backends.sim.wire import SIM_WORKER, SimError, json_response, read_json
+from local_workers.sim.models import SimModel
+from local_workers.sim.wire import SIM_WORKER, SimError, json_response, read_json
 
 _FAILURE = b'data: {"error":{"message":"simulated failure","type":"api_error","param":null,"code":null}}\n\n'
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiohttp import web
 
-from backends.sim.engine import SimWorker
-from backends.sim.models import SimModel
+from local_workers.sim.engine import SimWorker
+from local_workers.sim.models import SimModel
 
 SIM_WORKER = web.AppKey("sim_worker", SimWorker)
 NDJSON = "application/x-ndjson"

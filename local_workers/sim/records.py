@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from backends.sim.models import SimModel
+from local_workers.sim.models import SimModel
 
 MODES = ("ok", "slow", "hang", "error", "drop", "malformed", "gpu_lost")
 SLOWDOWN = 20.0  # "slow" and "gpu_lost" decode this many times slower, as Ollama on CPU does
