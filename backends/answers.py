@@ -117,7 +117,7 @@ class Translator:
 
     def _native_event(self, event: dict) -> bytes:
         self._timings = event.get("timings") or self._timings
-        out = self._piece(event.get("content")) if event.get("content") else b""
+        out = self._piece(content) if (content := event.get("content")) else b""
         if event.get("stop"):
             self._reason = event.get("stop_type") or "stop"
             out += self._final()

@@ -6,7 +6,7 @@ snapshots, routing or policy. Names here are exactly as the worker spelled them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,17 @@ class FrontRequest:
     api: str = "ollama"  # the front API the client speaks: "ollama" (/api/*) or "openai" (/v1/*)
 
 
+class AnswerTranslator(Protocol):
+    """Turns one worker's answer into the client's shape (backends.answers.Translator): a stream
+    chunk by chunk, then its tail, or a whole answer at once. Each call returns bytes to send."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def whole(self, body: bytes) -> bytes: ...
+
+
 @dataclass(slots=True)
 class UpstreamCall:
     """The request as one worker kind takes it, and how to turn its answer into Ollama's shape.
@@ -72,8 +83,8 @@ class UpstreamCall:
     method: str
     path: str
     body: bytes | None
-    translator: Any = None  # backends.answers.Translator for chat/generate
-    whole: Any = None  # bytes -> bytes for embed/show answers
+    translator: AnswerTranslator | None = None  # chat/generate, streamed or whole
+    whole: Callable[[bytes], bytes] | None = None  # embed/show answers, whole only
     headers: dict[str, str] = field(default_factory=dict)
     front: str = "ollama"  # the client's API, which shapes errors and stream cuts: "ollama" or "openai"
 
@@ -83,6 +94,11 @@ class Backend(Protocol):
     no redirect (backends.upstream): a worker is trusted for tokens, not for control."""
 
     kind: str
+
+    def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+        """The client's request as this kind takes it for the worker's `model_id`; raises
+        backends.translate.Unsupported for an endpoint the kind cannot serve."""
+        ...
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
                     headers: Mapping[str, str] | None = None, names: Mapping[str, str] | None = None,

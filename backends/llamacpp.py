@@ -17,10 +17,10 @@ import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from backends.base import FrontRequest, ModelEntry, Probe, ResidentModel, UpstreamCall
-from backends.ollama import describe_error
 from backends.openai_compat import OpenAIBackend, get_json, ollama_name, show_answer, tags_entry
 from backends.translate import Unsupported
-from backends.upstream import PROBE_MAX_BYTES, error_text, worker_json
+from backends.upstream import PROBE_MAX_BYTES, worker_json
+from backends.worker_said import describe_probe, error_start, message_in
 
 _LOAD_RETRY = ExponentialRetry(attempts=3, start_timeout=0.2, exceptions={aiohttp.ClientConnectionError})
 
@@ -45,7 +45,7 @@ class LlamaCppBackend(OpenAIBackend):
             else:
                 probe = await self._single_probe(session, url, timeout_s, headers, names, max_bytes)
         except (TimeoutError, aiohttp.ClientError, ValueError, TypeError) as exc:
-            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+            return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         return Probe(**{**probe, "latency_s": time.perf_counter() - started})
 
     async def _single_probe(self, session, url, timeout_s, headers, names, max_bytes) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class LlamaCppBackend(OpenAIBackend):
             if resp.status == 404:
                 return  # single-model mode has no /models/load: nothing to warm
             if resp.status >= 400:
-                raise ValueError(f"/models/load {model} answered {resp.status}: {await error_text(resp)!r}")
+                raise ValueError(f"/models/load {model} answered {resp.status}: {await error_start(resp)!r}")
 
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
@@ -105,13 +105,13 @@ class LlamaCppBackend(OpenAIBackend):
             if resp.status == 404:
                 raise Unsupported("a single-model llama-server cannot unload its model (only router mode can)")
             if resp.status >= 400:
-                raise ValueError(f"/models/unload {model} answered {resp.status}: {await error_text(resp)!r}")
+                raise ValueError(f"/models/unload {model} answered {resp.status}: {await error_start(resp)!r}")
 
 
 def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEntry:
     model_id = str(item["id"])
-    meta = item.get("meta") if isinstance(item.get("meta"), dict) else {}
-    size = meta.get("size") if isinstance(meta.get("size"), int) else 0
+    meta = found if isinstance(found := item.get("meta"), dict) else {}
+    size = found if isinstance(found := meta.get("size"), int) else 0
     name = ollama_name(model_id, names)
     extra = {"llamacpp": {"id": model_id, "status": _status(item)}}
     return ModelEntry(name, size, tags_entry(name, size, extra=extra), model_id)
@@ -119,8 +119,8 @@ def _entry(item: Mapping[str, Any], names: Mapping[str, str] | None) -> ModelEnt
 
 def _parallel(item: Mapping[str, Any]) -> int | None:
     """A router-mode model's slots, from the --parallel its instance was started with."""
-    status = item.get("status") if isinstance(item.get("status"), dict) else {}
-    args = status.get("args") if isinstance(status.get("args"), list) else []
+    status = found if isinstance(found := item.get("status"), dict) else {}
+    args = given if isinstance(given := status.get("args"), list) else []
     for flag in ("--parallel", "-np"):
         if flag in args and args.index(flag) + 1 < len(args) and str(args[args.index(flag) + 1]).isdigit():
             return int(args[args.index(flag) + 1])
@@ -146,7 +146,6 @@ def _slots(props: Any, slots: Any) -> tuple[int | None, int | None]:
 
 def _health_error(health: tuple[int, Any]) -> str:
     status, body = health
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return f"/health answered {status}" + (f": {str(message)[:200]}" if message else "")
+    message = message_in(body)
+    return f"/health answered {status}" + (f": {message[:200]}" if message else "")
 

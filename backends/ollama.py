@@ -10,6 +10,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,8 @@ from yarl import URL
 
 from backends import openai_front
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
-from backends.upstream import PROBE_MAX_BYTES, describe, error_text, read_capped, worker_json
+from backends.upstream import PROBE_MAX_BYTES, read_capped, worker_json
+from backends.worker_said import describe_probe, error_start
 
 # A pooled keep-alive connection the worker already closed shows up as a disconnect on
 # first use; one quick retry absorbs that without hiding a worker that is really down.
@@ -48,7 +50,7 @@ class OllamaBackend:
                 _get_json(client, url, "/api/version", timeout, headers, max_bytes),
             )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+            return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         return Probe(
             ok=True,
             version=str(version.get("version") or "")[:64] or None,  # shown to clients: a worker's word, bounded
@@ -69,7 +71,7 @@ class OllamaBackend:
             except aiohttp.ServerDisconnectedError:  # a pooled connection the worker had closed: once more
                 ps = await _get_json(session, url, "/api/ps", timeout, headers, max_bytes)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+            return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         return Probe(ok=True, resident=parse_ps(ps), latency_s=time.perf_counter() - started)
 
     def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
@@ -89,7 +91,7 @@ class OllamaBackend:
         async with client.post(f"{url}/api/generate", data=orjson.dumps(body), headers=headers, allow_redirects=False,
                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             if resp.status != 200:
-                raise ValueError(f"warm-up of {model} answered {resp.status}: {await error_text(resp)!r}")
+                raise ValueError(f"warm-up of {model} answered {resp.status}: {await error_start(resp)!r}")
             await read_capped(resp, max_bytes, "[health] max_probe_kib")
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
@@ -172,8 +174,12 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def describe_error(exc: BaseException) -> str:
-    """A failed probe in words that name no address (they reach /health and clients' errors)."""
-    if isinstance(exc, TimeoutError):
-        return "probe timed out"
-    return describe(exc)
+def timestamp(text: object) -> float | None:
+    """Seconds since 1970 from a time as Ollama writes it (RFC 3339 with Go's nanoseconds, which
+    datetime reads from Python 3.11 on); None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -18,9 +18,9 @@ import orjson
 from backends import openai_front
 from backends.answers import Translator, embed_answer
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
-from backends.ollama import describe_error
 from backends.translate import Unsupported, chat_body, embed_body, generate_body
 from backends.upstream import PROBE_MAX_BYTES, read_capped, worker_json
+from backends.worker_said import describe_probe
 
 
 def ollama_name(model_id: str, names: Mapping[str, str] | None = None) -> str:
@@ -63,7 +63,7 @@ class OpenAIBackend:
         try:
             status, listing = await get_json(session, f"{url}/v1/models", timeout_s, headers, max_bytes)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return Probe(ok=False, error=describe_error(exc), latency_s=time.perf_counter() - started)
+            return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         if status != 200 or not isinstance(listing, dict):
             return Probe(ok=False, error=f"GET /v1/models answered {status}", latency_s=time.perf_counter() - started)
         entries = [ModelEntry(n, 0, tags_entry(n), mid) for mid in model_ids(listing) if (n := ollama_name(mid, names))]

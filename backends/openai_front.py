@@ -1,6 +1,6 @@
 """Requests from OpenAI-API clients (/v1/*) as each worker kind takes them, and what the relay
-needs to read their answers: OpenAI-shaped error bodies and SSE error events, whole-event SSE
-relaying, and token counts from `usage` / llama.cpp `timings`.
+needs to read their answers: the SSE error event that ends a cut stream, whole-event SSE
+relaying, and token counts from `usage` / llama.cpp `timings`. Error bodies are worker_said.py's.
 
 Every worker kind serves /v1/chat/completions, /v1/completions and /v1/embeddings itself, so
 bodies pass through: Ollama workers get the client's own bytes, the others the same JSON under
@@ -10,19 +10,16 @@ Unsupported so the gateway can try a worker that can, or answer 400.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
 from backends.answers import loads_lenient
 from backends.base import FrontRequest, UpstreamCall
 from backends.streams import LineTooLong
 from backends.translate import Unsupported
+from backends.usage import Usage
+from backends.worker_said import openai_error
 
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-                422: "invalid_request_error", 429: "rate_limit_error"}
 
 
 def prepare(front: FrontRequest, model_id: str, kind: str) -> UpstreamCall:
@@ -44,54 +41,25 @@ def prepare(front: FrontRequest, model_id: str, kind: str) -> UpstreamCall:
     return UpstreamCall("POST", path, body, front="openai")
 
 
-def error_body(body: bytes, status: int) -> bytes:
-    """A worker's error in OpenAI's shape: kept when it already is, wrapped when Ollama-shaped or not JSON."""
-    try:
-        data = loads_lenient(body) if body.strip() else None
-    except ValueError:
-        data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str) and {"type", "code"} <= error.keys():
-        return body
-    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
-        return error_event_body(error["message"], status, _ERROR_TYPES.get(status, "api_error"))
-    if isinstance(error, str) and error:
-        message = error
-    else:
-        message = body.decode("utf-8", "replace").strip()[:500] or f"worker answered {status}"
-    return error_event_body(message, status, _ERROR_TYPES.get(status, "api_error"))
-
-
-def error_event_body(message: str, code: int, kind: str = "api_error") -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": kind, "code": code}})
-
-
 def sse_error(message: str, code: int = 502) -> bytes:
     """The SSE event that ends a stream a worker cut: the OpenAI clients raise it as an APIError."""
-    return b"data: " + error_event_body(message, code) + b"\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    tokens: int | None = None
-    eval_s: float | None = None  # decode time, when the worker reports it (llama.cpp timings)
-    service_s: float | None = None  # prompt + decode time
+    return b"data: " + openai_error(message, code) + b"\n\n"
 
 
 def usage_of(answer: object) -> Usage | None:
     """Generated tokens and timings from one answer or chunk; None when it carries neither."""
     if not isinstance(answer, dict):
         return None
-    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-    timings = answer.get("timings") if isinstance(answer.get("timings"), dict) else {}
+    usage: dict = answer["usage"] if isinstance(answer.get("usage"), dict) else {}
+    timings: dict = answer["timings"] if isinstance(answer.get("timings"), dict) else {}
     if not usage and not timings:
         return None
     tokens = timings.get("predicted_n", usage.get("completion_tokens"))
     predicted_ms, prompt_ms = timings.get("predicted_ms"), timings.get("prompt_ms")
-    numbers = isinstance(predicted_ms, int | float) and isinstance(prompt_ms, int | float)
-    return Usage(tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
-                 predicted_ms / 1000 if numbers and predicted_ms > 0 else None,
-                 (predicted_ms + prompt_ms) / 1000 if numbers else None)
+    tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    if not isinstance(predicted_ms, int | float) or not isinstance(prompt_ms, int | float):
+        return Usage(tokens)
+    return Usage(tokens, predicted_ms / 1000 if predicted_ms > 0 else None, (predicted_ms + prompt_ms) / 1000)
 
 
 def whole_usage(body: bytes) -> Usage | None:

@@ -1,5 +1,5 @@
-"""How every call to a worker stays a call to that worker: no redirect is followed, every read is
-capped, and failures are described without the worker's address.
+"""How every call to a worker stays a call to that worker: no redirect is followed and every read is
+capped. How its failures are put in words (never with its address) is worker_said.py's.
 
 Workers are trusted for tokens, not for control. A worker that answers 3xx could otherwise send
 the client's body anywhere the gateway can reach (cloud metadata, internal services); one that
@@ -8,15 +8,12 @@ answers without end could fill the gateway's memory. Wire-level only: no policy,
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
 
 PROBE_MAX_BYTES = 4 * 1024 * 1024  # [health] max_probe_kib's default, for callers without a config
-ERROR_DETAIL_BYTES = 4096  # a worker's error message: enough for any real one, bounded for a hostile one
 # JSON a worker sends is parsed on the event loop every client shares: an answer of a few MiB of
 # `[],` takes orjson a second and a GiB. Real answers hold a few containers per token or model.
 MAX_WORKER_CONTAINERS = 200_000
@@ -87,52 +84,6 @@ async def read_up_to(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, b
         if size > limit:
             return b"".join(parts), False
     return b"".join(parts), True
-
-
-async def error_text(resp: aiohttp.ClientResponse, limit: int = 200) -> str:
-    """The start of an error answer, for a log line or a message: never more than `limit` characters."""
-    try:
-        body = await resp.content.read(limit)
-    except (aiohttp.ClientError, TimeoutError):
-        return ""
-    return body.decode("utf-8", "replace")
-
-
-def describe(exc: BaseException) -> str:
-    """A failure in words that name no address: aiohttp's own texts carry the worker's host and
-    port (or its URL), and those go to clients, who are told worker names only."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "connect timed out"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "cannot connect: TLS certificate not accepted"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "cannot connect: TLS handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect: {_os_reason(exc.os_error)}"
-    if isinstance(exc, (UpstreamRedirect, AnswerTooLarge)):
-        return str(exc)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"answered {exc.status}"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"{type(exc).__name__}: {_os_reason(exc)}"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):  # about the wire, not the peer
-        return f"{type(exc).__name__}: {str(exc)[:200]}"
-    if isinstance(exc, aiohttp.ClientError):  # TLS, invalid URL, ...: their texts may carry the address
-        return type(exc).__name__
-    text = str(exc)[:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _os_reason(error: OSError) -> str:
-    """An OSError by its errno: its strerror is "Connect call failed ('10.0.0.5', 11434)". A failed
-    name lookup (gaierror) says only what went wrong."""
-    if isinstance(error, socket.gaierror):
-        return error.strerror or "name lookup failed"
-    if error.errno:
-        return os.strerror(error.errno)
-    return type(error).__name__
 
 
 def _size(limit: int) -> str:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.cluster import Cluster
 from gateway.config import ClientConfig, RoutingConfig
+from gateway.context import GATEWAY
 from gateway.errors import Forbidden, TooManyRequests, Unauthorized
 
 log = structlog.get_logger("gateway.access")
@@ -178,8 +179,6 @@ ACCESS = web.AppKey("access", Access)
 @web.middleware
 async def access_middleware(request: web.Request,
                             handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    from gateway.context import GATEWAY  # the context imports handlers; import at call time
-
     gw = request.app[GATEWAY]
     path = request.path
     if path == "/metrics" and gw.settings.metrics_token is not None:

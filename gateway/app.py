@@ -22,15 +22,16 @@ from gateway.config import RoutingConfig
 from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
 from gateway.errors import error_middleware
-from gateway.gpu import GpuReader, NvmlReader
+from gateway.gpu import GpuReader, GpuWatch, NvmlReader
 from gateway.handlers import admin, manage, ollama, openai, ops, status_page
 from gateway.handlers.common import request_id_middleware
 from gateway.hosts import host_check
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
-from gateway.probes import GpuWatch, Prober
+from gateway.probes import Prober
 from gateway.proxy import Proxy
 from gateway.reload import Reloader
+from gateway.routes import ROUTES
 from gateway.settings import Settings
 from gateway.shared_load import SharedLoad, local_state, shared_facts
 from gateway.warmer import Warmer
@@ -130,22 +131,15 @@ def new_session() -> aiohttp.ClientSession:
 
 
 def _add_routes(app: web.Application) -> None:
-    app.router.add_get("/", ollama.root)
-    app.router.add_get("/api/version", ollama.version)
-    app.router.add_get("/api/tags", ollama.tags)
-    app.router.add_get("/api/ps", ollama.ps)
-    for path in ("show", "chat", "generate", "embed", "embeddings"):
-        app.router.add_post(f"/api/{path}", ollama.infer)
-    app.router.add_post("/api/pull", manage.pull)
-    app.router.add_post("/api/push", manage.push)
-    app.router.add_post("/api/create", manage.create)
-    app.router.add_post("/api/copy", manage.copy)
-    app.router.add_delete("/api/delete", manage.delete)
-    app.router.add_head("/api/blobs/{digest}", manage.blob_head)
-    app.router.add_post("/api/blobs/{digest}", manage.blob_upload)
-    app.router.add_get("/health", ops.health)
-    app.router.add_get("/health/live", ops.live)
-    app.router.add_get("/metrics", ops.metrics)
-    admin.add_routes(app)
-    app.router.add_get("/status", status_page.status_page)
-    openai.add_routes(app)
+    """Every route of gateway/routes.py, each to its handler; every /admin/ one behind the admin token."""
+    modules = {"ollama": ollama, "manage": manage, "ops": ops, "admin": admin, "status_page": status_page,
+               "openai": openai}
+    for route in ROUTES:
+        module, _, name = route.handler.partition(".")
+        handler = getattr(modules[module], name)
+        if route.guarded:
+            handler = admin.guarded(handler)
+        if route.method == "GET":
+            app.router.add_get(route.path, handler)  # and HEAD, as Ollama answers it
+        else:
+            app.router.add_route(route.method, route.path, handler)

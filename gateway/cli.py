@@ -90,8 +90,8 @@ def _admin(args: argparse.Namespace) -> int:
     from gateway.admin_client import call
 
     worker = getattr(args, "worker", None)
-    path = {"reload": "/admin/reload", "explain": "/admin/explain"}.get(args.command,
-                                                                         f"/admin/workers/{quote(str(worker), safe='')}/{args.command}")
+    named = f"/admin/workers/{quote(str(worker), safe='')}/{args.command}"
+    path = {"reload": "/admin/reload", "explain": "/admin/explain"}.get(args.command, named)
     body = {"model": args.model} if getattr(args, "model", None) else None
     return call(args.url, path, args.token, body)
 
@@ -120,11 +120,12 @@ def _bench_command(sub) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     import os
+    import sys
 
     from gateway import bench
 
     if args.concurrency < 1 or (args.rate is not None and args.rate <= 0) or (args.requests or 1) < 1:
-        print("--concurrency, --rate and --requests must be positive", file=os.sys.stderr)
+        print("--concurrency, --rate and --requests must be positive", file=sys.stderr)
         return 2
     options = bench.Options(url=args.url or bench.default_url(), api=args.api, endpoint=args.endpoint,
                             models=tuple(args.model or ["llama3.2:1b"]), prompt_words=args.prompt_words,
@@ -162,11 +163,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    import sys
+
     from gateway.config import load_or_report
 
     config = load_or_report(args.path)
     if config is None:
         return 2
+    for line in config.notices:  # an old key name still in use: valid, and where it went
+        print(f"{args.path}: {line}", file=sys.stderr)
     tiers = {t: sum(w.tier == t for w in config.workers) for t in ("gpu", "cpu")}
     print(f"{args.path}: ok ({len(config.workers)} workers: {tiers['gpu']} gpu, {tiers['cpu']} cpu; "
           f"{len(config.models)} models configured; version {config.version})")

@@ -214,6 +214,11 @@ class Cluster:
         self._epoch: bytes | None = None  # which Redis (since its last restart) we last synced with
         self._later: set[asyncio.Task] = set()
 
+    @classmethod
+    def alone(cls) -> Cluster:
+        """One process alone: nothing is shared, every call answers from this process."""
+        return cls(None, lambda: LocalState({}, {}, {}, {}, {}, {}, {}))
+
     @property
     def enabled(self) -> bool:
         return self._url is not None

@@ -72,7 +72,8 @@ class Cold:
         loads evicted something: those are looked at first), so the walk stops after the k-th."""
         if k in self._fits:
             return self._fits[k]
-        need, holders, pool = self.need, self.holders, []
+        need, holders = self.need, self.holders
+        pool: list[tuple[tuple, str]] = []  # (classify's key, worker), best first
         if need is not None:
             seen = set()
             for name in self.load.evicted_since(self.placement.probe_floor):
@@ -87,7 +88,7 @@ class Cold:
         self._fits[k] = found = [Candidate(name, Reason.FITS) for _, name in pool[:k]]
         return found
 
-    def _try_fit(self, name: str, pool: list, k: int) -> None:
+    def _try_fit(self, name: str, pool: list[tuple[tuple, str]], k: int) -> None:
         if self.eligible(name):
             kind, key, _ = self.classify(name)
             if kind is Reason.FITS:

@@ -1,7 +1,8 @@
 """The routing config: schema (pydantic, unknown keys are errors) and load_config(path).
 
 Start-up, hot reload and `check-config` share this one path and one set of messages.
-Every problem is reported with its key path (`workers[1].url: ...`), all at once.
+Every problem is reported with its key path (`workers[1].url: ...`), all at once. Keys that moved
+are accepted under their old names for one release (config_moves.py), each with a notice.
 No network, no side effects beyond reading the file.
 """
 
@@ -18,8 +19,11 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
+from gateway.config_moves import Adopted, adopt_old_keys
 from gateway.names import InvalidModelName, canonical
+from gateway.routes import BODY_ENDPOINTS
 
 SUPPORTED_KINDS = ("ollama", "llamacpp", "openai")
 TIERS = ("gpu", "cpu")
@@ -130,6 +134,7 @@ class RoutingPolicy(_Strict):
     load_fixed_s: Annotated[float, Field(ge=0)] = 1.0
     affinity: bool = True
     kv_context: PositiveInt = 4096
+    default_num_predict: PositiveInt = 256  # tokens planned for a request that does not set num_predict
 
 
 class AdmissionConfig(_Strict):
@@ -142,6 +147,7 @@ class WarmerConfig(_Strict):
     concurrency: PositiveInt = 2
     demand_window_s: PositiveFloat = 300.0
     rearm_before_s: PositiveFloat = 60.0
+    timeout_s: PositiveFloat = 60.0  # one warm-up or unload (the warmer's and the admin API's)
 
 
 class HealthConfig(_Strict):
@@ -168,16 +174,33 @@ class FailoverConfig(_Strict):
     max_attempts: PositiveInt = 3
     retry_budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
     retry_budget_min_per_s: Annotated[float, Field(ge=0)] = 5.0
-    degraded_rank: Literal["before_cpu", "after_cpu"] = "before_cpu"
-    slow_decode_factor: Annotated[float, Field(gt=1)] = 5.0
-    degraded_s: PositiveFloat = 15.0
-    cpu_max_expected_s: PositiveFloat = 30.0
-    cpu_tokens_per_s: PositiveFloat = 20.0
-    default_num_predict: PositiveInt = 256
 
     def first_byte_s(self, tier: str) -> float:
         override = self.gpu_first_byte_timeout_s if tier == "gpu" else self.cpu_first_byte_timeout_s
         return override or self.first_byte_timeout_s
+
+
+class DegradedConfig(_Strict):
+    """When a GPU worker counts as degraded by its decode rate, for how long, and where degraded ones rank."""
+
+    rank: Literal["before_cpu", "after_cpu"] = "before_cpu"
+    slow_decode_factor: Annotated[float, Field(gt=1)] = 5.0
+    slow_verdict_s: PositiveFloat = 15.0  # a slow-decode verdict holds this long, then the worker is trusted again
+
+
+class CpuConfig(_Strict):
+    """What the CPU tier takes: requests it can finish within max_expected_s at its rate."""
+
+    max_expected_s: PositiveFloat = 30.0
+    tokens_per_s: PositiveFloat = 20.0  # a worker's decode rate until measured
+
+
+class ManageConfig(_Strict):
+    """Timeouts of model management sent to many workers: pull, push, create, copy, delete, blobs."""
+
+    connect_timeout_s: PositiveFloat = 2.0
+    answer_timeout_s: PositiveFloat = 60.0  # copy, delete, blob check: the longest silence of an answer
+    progress_idle_timeout_s: PositiveFloat = 300.0  # pull, push, create progress and blob uploads
 
 
 class OutlierConfig(_Strict):
@@ -185,10 +208,6 @@ class OutlierConfig(_Strict):
     eject_s: PositiveFloat = 30.0
     max_eject_s: PositiveFloat = 300.0
     max_ejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
-
-
-BODY_ENDPOINTS = ("chat", "generate", "embed", "embeddings", "show", "pull", "push", "create", "copy", "delete",
-                  "blobs", "chat/completions", "completions", "v1/embeddings", "admin")
 
 
 class ClientConfig(_Strict):
@@ -226,18 +245,28 @@ class RoutingConfig(_Strict):
     models: dict[str, ModelConfig] = {}
     health: HealthConfig = HealthConfig()
     failover: FailoverConfig = FailoverConfig()
+    degraded: DegradedConfig = DegradedConfig()
+    cpu: CpuConfig = CpuConfig()
     outlier: OutlierConfig = OutlierConfig()
     server: ServerConfig = ServerConfig()
     routing: RoutingPolicy = RoutingPolicy()
     admission: AdmissionConfig = AdmissionConfig()
     warmer: WarmerConfig = WarmerConfig()
+    manage: ManageConfig = ManageConfig()
     clients: list[ClientConfig] = []
     _version: str = PrivateAttr(default="")
+    _notices: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def version(self) -> str:
         """A short hash of the file's bytes: tells operators which config is live."""
         return self._version
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """One line per old key still in use, saying where it went (check-config prints them; the gateway
+        logs them at start and on every reload)."""
+        return self._notices
 
     def worker(self, name: str) -> WorkerConfig | None:
         return next((w for w in self.workers if w.name == name), None)
@@ -287,15 +316,24 @@ def parse_config(raw_bytes: bytes, path: str | Path = "<config>") -> RoutingConf
         raise ConfigError(path, ["config file is not valid UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"TOML syntax: {exc}"]) from None
+    adopted = adopt_old_keys(data, _default_of)
     try:
-        config = RoutingConfig.model_validate(data)
+        config = RoutingConfig.model_validate(adopted.data)
     except ValidationError as exc:
-        raise ConfigError(path, [_format_error(e) for e in exc.errors()]) from None
-    problems = _cross_checks(config)
+        raise ConfigError(path, adopted.problems + [_format_error(e, adopted) for e in exc.errors()]) from None
+    problems = adopted.problems + _cross_checks(config)
     if problems:
         raise ConfigError(path, problems)
     config._version = hashlib.sha256(raw_bytes).hexdigest()[:12]
+    config._notices = tuple(adopted.notices)
     return config
+
+
+def _default_of(key: tuple[str, str]) -> Any:
+    section, name = key
+    model = RoutingConfig.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)  # every section is a model of its own
+    return model.model_fields[name].default
 
 
 def key_path(loc: tuple) -> str:
@@ -310,15 +348,19 @@ def key_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _format_error(error: dict) -> str:
-    message = error["msg"]
+def _format_error(error: ErrorDetails, adopted: Adopted) -> str:
+    """One line for one schema error; a moved key's value is named by the old key the file set."""
+    loc, message = tuple(error["loc"]), error["msg"]
+    head = (str(loc[0]), str(loc[1])) if len(loc) >= 2 else None
+    if head in adopted.renamed:
+        loc = adopted.renamed[head] + loc[2:]
     if error["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see config.example.toml)"
     elif error["type"] == "missing":
         message = "required key is missing"
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return f"{key_path(tuple(error['loc']))}: {message}"
+    return f"{key_path(loc)}: {message}"
 
 
 def _cross_checks(config: RoutingConfig) -> list[str]:
@@ -367,7 +409,8 @@ def _check_clients(config: RoutingConfig) -> list[str]:
     keys: dict[str, int] = {}
     for i, client in enumerate(config.clients):
         if client.name in names:
-            problems.append(f"clients[{i}].name: duplicate client name {client.name!r} (also clients[{names[client.name]}])")
+            problems.append(f"clients[{i}].name: duplicate client name {client.name!r} "
+                            f"(also clients[{names[client.name]}])")
         if client.key_sha256 in keys:
             problems.append(f"clients[{i}].key_sha256: same key as clients[{keys[client.key_sha256]}]")
         names.setdefault(client.name, i)

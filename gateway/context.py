@@ -6,17 +6,18 @@ Built only by app.build_app; handlers read it from `request.app[GATEWAY]`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
 from gateway.admission import Admission
 from gateway.cluster import Cluster
+from gateway.gpu import GpuWatch
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.plan import Load
-from gateway.probes import GpuWatch, Prober
+from gateway.probes import Prober
 from gateway.proxy import Proxy
 from gateway.reload import Reloader
 from gateway.settings import Settings
@@ -36,15 +37,10 @@ class Gateway:
     admission: Admission
     warmer: Warmer
     gpus: GpuWatch
-    clock: Callable[[], float]
+    clock: Callable[[], float]  # the routing clock (claims, sessions, health); latency is outcome.timer
     reloader: Reloader
-    # what replicas share through Redis; a lone process (no BEACON_REDIS_URL) shares nothing
-    cluster: Cluster = field(default_factory=lambda: Cluster(None, lambda: None))
-    load: Load | None = None  # what routing reads: inflight itself, or it plus the other replicas' traffic
-
-    def __post_init__(self) -> None:
-        if self.load is None:
-            self.load = self.inflight
+    cluster: Cluster  # what replicas share through Redis; a lone process (no BEACON_REDIS_URL) shares nothing
+    load: Load  # what routing reads: inflight itself, or it plus the other replicas' traffic
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

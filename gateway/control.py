@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from gateway.state import SnapshotHolder
+
 log = structlog.get_logger("gateway.control")
 
 
-async def every(interval_s: Callable[[], float], step: Callable[[], Awaitable[None]], name: str) -> None:
+async def every(interval_s: Callable[[], float], step: Callable[[], Awaitable[object]], name: str) -> None:
+    """What a step returns is its caller's when called directly (a test, the warmer's plan); the loop drops it."""
     while True:
         try:
             await step()
@@ -31,10 +34,10 @@ class Loops:
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task] = []
 
-    def start(self, interval_s: Callable[[], float], step: Callable[[], Awaitable[None]], name: str) -> None:
+    def start(self, interval_s: Callable[[], float], step: Callable[[], Awaitable[object]], name: str) -> None:
         self._tasks.append(asyncio.create_task(every(interval_s, step, name), name=f"loop:{name}"))
 
-    def watch(self, holder, on_change: Callable[[], None]) -> None:
+    def watch(self, holder: SnapshotHolder, on_change: Callable[[], None]) -> None:
         """Call `on_change` after every snapshot change."""
 
         async def follow() -> None:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import structlog
 
-from local_workers import llamaserver
-from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import listen, logs, runner
 from gateway.app import build_app
 from gateway.config import load_config
 from gateway.serve import load_settings
 from gateway.settings import DEFAULT_LISTEN, Settings, split_listen
+from local_workers import llamaserver
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 
 log = structlog.get_logger("gateway.demo")
 

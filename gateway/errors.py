@@ -14,6 +14,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from backends.worker_said import openai_error
+
 log = structlog.get_logger("gateway.errors")
 
 
@@ -23,8 +25,9 @@ def clip(text: str, limit: int = 120) -> str:
 
 
 class GatewayError(Exception):
+    """An error the gateway answers itself; its status alone says its type on /v1 (worker_said's table)."""
+
     status = 500
-    openai_type = "api_error"
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -34,17 +37,14 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status = 400
-    openai_type = "invalid_request_error"
 
 
 class Unauthorized(GatewayError):
     status = 401
-    openai_type = "authentication_error"
 
 
 class NotFound(GatewayError):
     status = 404
-    openai_type = "invalid_request_error"
 
 
 class ModelNotFound(NotFound):
@@ -55,19 +55,16 @@ class ModelNotFound(NotFound):
 
 class Forbidden(GatewayError):
     status = 403
-    openai_type = "permission_error"
 
 
 class RequestTimeout(GatewayError):
     status = 408
-    openai_type = "invalid_request_error"
 
 
 class TooManyRequests(GatewayError):
     """A client's own limit (concurrency or requests per minute); Retry-After says when to come back."""
 
     status = 429
-    openai_type = "rate_limit_error"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
@@ -75,14 +72,12 @@ class TooManyRequests(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     status = 413
-    openai_type = "invalid_request_error"
 
 
 class NoCapacity(GatewayError):
     """Nothing can serve now; the client should come back after Retry-After seconds."""
 
     status = 503
-    openai_type = "service_unavailable"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
@@ -102,18 +97,17 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
 
 
-def error_body(path: str, status: int, message: str, openai_type: str = "api_error") -> bytes:
+def error_body(path: str, status: int, message: str) -> bytes:
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
     if path == "/v1" or path.startswith("/v1/"):
-        return orjson.dumps({"error": {"message": message, "type": openai_type, "code": status}})
+        return openai_error(message, status)
     return orjson.dumps({"error": message})
 
 
-def error_response(path: str, status: int, message: str, *, openai_type: str = "api_error",
-                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=error_body(path, status, message, openai_type),
+def error_response(path: str, status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=error_body(path, status, message),
                         content_type="application/json", headers=headers)
 
 
@@ -132,15 +126,13 @@ async def error_middleware(request: web.Request,
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error_response(request.path, exc.status, exc.message,
-                              openai_type=exc.openai_type, headers=exc.headers)
+        return error_response(request.path, exc.status, exc.message, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(request.path, exc.status, _http_message(request, exc), headers=_kept_headers(exc),
-                              openai_type="invalid_request_error" if exc.status < 500 else "api_error")
+        return error_response(request.path, exc.status, _http_message(request, exc), headers=_kept_headers(exc))
     except RequestPayloadError:  # a body streamed by the handler itself (blob uploads) that does not decode
-        return error_response(request.path, 400, UNREADABLE_BODY, openai_type="invalid_request_error")
+        return error_response(request.path, 400, UNREADABLE_BODY)
     except Exception:  # a bug of ours: answer 500, keep serving, and leave a trace
         log.exception("request.unhandled_error", path=request.path, method=request.method)
         return error_response(request.path, 500, "internal gateway error")

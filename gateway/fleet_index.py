@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from gateway import vram
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # state imports this module: its types only, or the import cycles
     from gateway.state import Snapshot, WorkerView
 
 

@@ -1,4 +1,5 @@
-"""GPU readings through NVML (pynvml), called off the event loop by the control loop.
+"""GPU readings through NVML (pynvml), called off the event loop by the control loop, and
+GpuWatch, the control-loop step that lands them in the snapshot (state.with_gpu).
 
 NVML missing or failing (no GPU, no driver, a container without the device) is normal:
 the reader says so once, quietly, and the gateway falls back to config `vram_gib` and
@@ -7,11 +8,19 @@ the reader says so once, quietly, and the gateway falls back to config `vram_gib
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import structlog
+
+from gateway import state
+from gateway.state import SnapshotHolder
+
+log = structlog.get_logger("gateway.gpu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +111,26 @@ class NoGpus:
 
     def read(self, indices: Sequence[int]) -> GpuStatus:
         return GpuStatus(False, "no worker has a gpu_index on this host")
+
+
+class GpuWatch:
+    """Reads NVML for the GPUs named by workers' gpu_index, off the event loop."""
+
+    def __init__(self, holder: SnapshotHolder, reader: GpuReader) -> None:
+        self._holder, self._reader = holder, reader
+        self._last_reason: str | None = None
+
+    async def step(self) -> None:
+        snap = self._holder.current
+        indices = sorted({w.config.gpu_index for w in snap.workers.values() if w.config.gpu_index is not None})
+        if not indices:
+            return
+        status = await asyncio.to_thread(self._reader.read, indices)
+        self._holder.update(lambda s: state.with_gpu(s, status))
+        if status.reason != self._last_reason:  # say it once, quietly: no NVML is normal
+            self._last_reason = status.reason
+            if not status.available:
+                log.info("gpu.nvml_unavailable", reason=status.reason)
+            for reading in status.readings.values():
+                if not reading.ok:
+                    log.warning("gpu.read_failed", gpu_index=reading.index, error=reading.error)

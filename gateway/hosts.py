@@ -63,7 +63,7 @@ def listens_on_loopback(host: str) -> bool:
         found = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except OSError:
         return False  # the bind will fail with its own message
-    addresses = [_address(entry[4][0]) for entry in found]
+    addresses = [_address(str(entry[4][0])) for entry in found]
     return bool(addresses) and all(a is not None and a.is_loopback for a in addresses)
 
 

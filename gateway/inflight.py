@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Protocol
 
 from gateway.claims import Claims
 from gateway.learned import SLOT_CAP, Durations, Rates, Slots
@@ -92,12 +93,18 @@ class InFlight:
         self.slots_learned.at_least(worker, model, self.claims.started(worker, model))
 
 
+class StreamCounter(Protocol):
+    """Who counts a claim's stream once it starts: InFlight, or shared_load.SharedLoad for replicas."""
+
+    def first_byte(self, worker: str, model: str) -> None: ...
+
+
 class Claim:
     """One request's hold on a worker slot; marks when its stream started."""
 
     __slots__ = ("_owner", "worker", "model", "started", "peers")
 
-    def __init__(self, owner: InFlight, worker: str, model: str, peers: int = 1) -> None:
+    def __init__(self, owner: StreamCounter, worker: str, model: str, peers: int = 1) -> None:
         self._owner, self.worker, self.model, self.started = owner, worker, model, False
         self.peers = peers  # requests in flight to this worker and model when this one was sent, itself included
 

@@ -20,6 +20,7 @@ import threading
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 FOREIGN_TEXT_LIMIT = 2048  # characters of any string a foreign line keeps
 FOREIGN_TRACEBACK_LIMIT = 8192  # a traceback keeps its end: the frames nearest the error and the error
@@ -51,15 +52,15 @@ def configure(log_format: str = "auto", level: str = "info", process: int | None
     _route_standard_logging(console, numeric, tag)
 
 
-def _tagged(process: int):
-    def tag(_logger, _method: str, event: dict) -> dict:
+def _tagged(process: int) -> Processor:
+    def tag(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
         event.setdefault("process", process)
         return event
 
     return tag
 
 
-def _route_standard_logging(console: bool, level: int, tag: list) -> None:
+def _route_standard_logging(console: bool, level: int, tag: list[Processor]) -> None:
     """The root logger writes through a ProcessorFormatter: every library's records become lines
     like ours. Warnings and uncaught exceptions are logged too, so nothing else reaches stderr."""
     global _handler
@@ -91,7 +92,7 @@ def _route_standard_logging(console: bool, level: int, tag: list) -> None:
     threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
 
 
-def without_request_heads(_logger, _method: str, event: dict) -> dict:
+def without_request_heads(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """aiohttp's HTTP parse errors carry the raw head lines they failed on: keep the class only."""
     exc_info = event.get("exc_info")
     exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
@@ -106,7 +107,7 @@ def without_request_heads(_logger, _method: str, event: dict) -> dict:
     return event
 
 
-def clip_strings(_logger, _method: str, event: dict) -> dict:
+def clip_strings(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key, value in event.items():
         if isinstance(value, str):
             if key == "exception" and len(value) > FOREIGN_TRACEBACK_LIMIT:

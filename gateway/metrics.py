@@ -244,7 +244,7 @@ class _ClusterCollector(Collector):
     def __init__(self, cluster) -> None:
         self._cluster = cluster
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         c = self._cluster
         mode = GaugeMetricFamily("beacon_cluster_mode", "1 for the mode this replica shares live state in: alone, "
                                  "shared (through Redis) or local (Redis unreachable)", labels=["mode"])

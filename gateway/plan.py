@@ -35,7 +35,7 @@ class Verdict(StrEnum):
     OK = "ok"
     QUEUE = "queue"  # every copy is busy: wait in the model's queue (admission.py)
     UNKNOWN_MODEL = "unknown-model"
-    CPU_REFUSED = "cpu-refused"  # only the CPU tier could serve, and not within cpu_max_expected_s
+    CPU_REFUSED = "cpu-refused"  # only the CPU tier could serve, and not within [cpu] max_expected_s
 
 
 UNKNOWN_MODEL, QUEUE, CPU_REFUSED = Verdict.UNKNOWN_MODEL, Verdict.QUEUE, Verdict.CPU_REFUSED

@@ -169,7 +169,7 @@ class Prober:
         after = self._holder.update(lambda s: state.with_probes(s, probes, now))
         _ = after.listing, after.placement  # built here, in the control loop, not by the next request
         for name in (n for n in after.workers if n in probes):
-            old, new = before.worker(name), after.worker(name)
+            old, new = before.worker(name), after.workers[name]
             if old is None or old.up == new.up:
                 continue
             if new.up:
@@ -177,25 +177,3 @@ class Prober:
             else:
                 log.warning("worker.down", worker=name, error=new.last_error)
 
-
-class GpuWatch:
-    """Reads NVML for the GPUs named by workers' gpu_index, off the event loop."""
-
-    def __init__(self, holder: SnapshotHolder, reader) -> None:
-        self._holder, self._reader = holder, reader
-        self._last_reason: str | None = None
-
-    async def step(self) -> None:
-        snap = self._holder.current
-        indices = sorted({w.config.gpu_index for w in snap.workers.values() if w.config.gpu_index is not None})
-        if not indices:
-            return
-        status = await asyncio.to_thread(self._reader.read, indices)
-        self._holder.update(lambda s: state.with_gpu(s, status))
-        if status.reason != self._last_reason:  # say it once, quietly: no NVML is normal
-            self._last_reason = status.reason
-            if not status.available:
-                log.info("gpu.nvml_unavailable", reason=status.reason)
-            for reading in status.readings.values():
-                if not reading.ok:
-                    log.warning("gpu.read_failed", gpu_index=reading.index, error=reading.error)

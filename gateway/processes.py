@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -105,6 +106,13 @@ class Child:
                                      preexec_fn=_dies_with(os.getpid(), self.death_signal), process_group=0)
         self.started = time.monotonic()
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The current run, once spawn() made one."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self.proc
+
 
 class Supervisor:
     def __init__(self, settings: Settings, count: int, redis_binary: str | None) -> None:
@@ -118,7 +126,7 @@ class Supervisor:
         try:
             await self._start(folder)
             log.info("gateway.processes_listening", address=f"http://{self.settings.listen}", processes=self.count,
-                     pids=[c.proc.pid for c in self.gateways], redis="private" if self.redis else "BEACON_REDIS_URL")
+                     pids=[c.process.pid for c in self.gateways], redis="private" if self.redis else "BEACON_REDIS_URL")
             self._watchers = [asyncio.ensure_future(self._keep_running(c)) for c in self._children()]
             await runner.until_signalled(on_hangup=self._hangup)
         finally:
@@ -146,7 +154,7 @@ class Supervisor:
         for role in roles:
             socket_path = role.socket(role.index)
             child = Child(f"process {role.index}", argv, {**env, **role.env()}, signal.SIGTERM,
-                          lambda path=socket_path: _http_answers(path))
+                          functools.partial(_http_answers, socket_path))
             self.gateways.append(child)
             child.spawn()  # all at once: they start in parallel
         for child in self.gateways:
@@ -160,7 +168,7 @@ class Supervisor:
     async def _keep_running(self, child: Child) -> None:
         """Restart `child` whenever it exits, until the supervisor stops (then this task is cancelled)."""
         while True:
-            code = await _exited(child.proc)
+            code = await _exited(child.process)
             await asyncio.sleep(0.05)  # a Ctrl-C reaches the whole group: let ours arrive before judging
             if runner.stop_requested():
                 return
@@ -168,7 +176,7 @@ class Supervisor:
             if ran >= STEADY_S:
                 child.delay = FIRST_DELAY_S
             delay, child.delay = child.delay, min(child.delay * 2, MAX_DELAY_S)
-            log.warning("process.exited", child=child.name, pid=child.proc.pid, exit=_described(code),
+            log.warning("process.exited", child=child.name, pid=child.process.pid, exit=_described(code),
                         ran_s=round(ran, 1), restart_in_s=delay)
             await asyncio.sleep(delay)
             try:
@@ -177,7 +185,7 @@ class Supervisor:
                 log.error("process.cannot_start", child=child.name, error=str(exc))
                 child.started = time.monotonic()  # a failure young: the delay keeps doubling
                 continue
-            log.info("process.restarted", child=child.name, pid=child.proc.pid)
+            log.info("process.restarted", child=child.name, pid=child.process.pid)
 
     async def _stop(self) -> None:
         """Gateways first (they finish their requests, and leave Redis), then Redis."""
@@ -196,7 +204,7 @@ def _redis_child(binary: str, folder: Path, socket_path: Path, env: dict[str, st
 async def _until_up(child: Child) -> None:
     end = time.monotonic() + START_S
     while time.monotonic() < end:
-        code = child.proc.poll()
+        code = child.process.poll()
         if code is not None:
             raise StartFailed(f"{child.name} exited with {_described(code)} while starting", code if code > 0 else 1)
         if await child.answers():
@@ -209,17 +217,17 @@ async def _stop_all(children: list[Child], seconds: float) -> None:
     running = [c for c in children if c.proc is not None and c.proc.poll() is None]
     for child in running:
         _send(child, signal.SIGTERM)
-    waits = [asyncio.ensure_future(_exited(c.proc)) for c in running]
+    waits = [asyncio.ensure_future(_exited(c.process)) for c in running]
     if waits:
         _, late = await asyncio.wait(waits, timeout=seconds)
         for wait in late:
             wait.cancel()
     for child in running:
-        if child.proc.poll() is None:
-            log.warning("process.killed", child=child.name, pid=child.proc.pid,
+        if child.process.poll() is None:
+            log.warning("process.killed", child=child.name, pid=child.process.pid,
                         reason=f"still running after {seconds:.0f} s")
             _send(child, signal.SIGKILL)
-            child.proc.wait()
+            child.process.wait()
 
 
 def _send(child: Child, sig: int) -> None:
@@ -239,8 +247,13 @@ async def _exited(proc: subprocess.Popen) -> int:
         while proc.poll() is None:
             await asyncio.sleep(0.1)
         return proc.returncode
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
         await done
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
@@ -22,40 +21,20 @@ from aiohttp import web
 from backends import for_kind
 from backends.base import FrontRequest, UpstreamCall
 from backends.translate import Unsupported
-from backends.upstream import UpstreamRedirect, describe
+from backends.upstream import UpstreamRedirect
+from backends.worker_said import describe
 from gateway import state, vram, whole
 from gateway.cluster import Cluster
 from gateway.errors import BadRequest, NoCapacity, UpstreamFailed, UpstreamTimeout
 from gateway.inflight import Claim, InFlight, RetryBudget
 from gateway.metrics import Metrics
+from gateway.outcome import Asked, Ended, Relayed, Trail, timer
 from gateway.relay import AttemptFailed, refuse, stream, streams
 from gateway.router import Candidate, Plan, Reason
 from gateway.shared_load import SharedLoad
-from gateway.state import SnapshotHolder, WorkerView
+from gateway.state import Snapshot, SnapshotHolder, WorkerView
 
 log = structlog.get_logger("gateway.proxy")
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened to one request, for the request.done line and metrics."""
-
-    request_id: str
-    endpoint: str
-    model: str
-    started: float
-    worker: str = ""
-    reason: str = ""
-    outcome: str = "error"
-    status: int = 0
-    ttfb_s: float | None = None
-    attempts: list[str] = field(default_factory=list)
-    session: str | None = None
-    tokens: int | None = None
-    load_s: float | None = None
-    service_s: float | None = None
-    eval_s: float | None = None
-    queued_s: float | None = None
 
 
 class Proxy:
@@ -63,13 +42,14 @@ class Proxy:
                  metrics: Metrics, clock: Callable[[], float] = time.monotonic,
                  on_release: Callable[[str], None] = lambda model: None, cluster: Cluster | None = None) -> None:
         self._session, self._holder, self._inflight = session, holder, inflight
-        self._cluster = cluster or Cluster(None, lambda: None)  # alone: no load is shared
+        self._cluster = cluster or Cluster.alone()
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
         self._budget = RetryBudget(clock)
 
-    async def run(self, request: web.Request, plan: Plan, front: FrontRequest, outcome: Outcome,
-                  request_id: str) -> web.StreamResponse:
-        snap = self._holder.current
+    async def run(self, request: web.Request, snap: Snapshot, plan: Plan, front: FrontRequest, asked: Asked,
+                  trail: Trail) -> Relayed:
+        """The answer from the first candidate that gives one, relayed; else the error that says why
+        none did. `snap` is the snapshot the plan was made from: one config for the whole request."""
         failover = snap.config.failover
         failures: list[AttemptFailed] = []
         refusals: list[str] = []
@@ -79,11 +59,11 @@ class Proxy:
             if worker is None:
                 continue
             if failures and not self._budget.allow_retry(failover.retry_budget_ratio, failover.retry_budget_min_per_s):
-                outcome.attempts.append("retry budget exhausted: not retrying while the fleet is failing")
+                trail.attempts.append("retry budget exhausted: not retrying while the fleet is failing")
                 self._metrics.failovers.labels(reason="budget_exhausted").inc()
                 break
             try:
-                call = prepare(worker, front, request_id, request.headers.get("Authorization"))
+                call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"))
             except Unsupported as exc:
                 refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                 continue
@@ -92,32 +72,31 @@ class Proxy:
                 worker, candidate, loading = await self._single_flight(snap, plan, candidate, worker)
                 if loading is None:
                     try:
-                        call = prepare(worker, front, request_id, request.headers.get("Authorization"))
+                        call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"))
                     except Unsupported as exc:
                         refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                         continue
-            outcome.worker, outcome.reason = worker.name, candidate.reason
+            trail.worker, trail.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
                     self._inflight.evicting(worker.name, candidate.evicts, self._clock())
-                    timeout_s, late = self._deadline(snap, plan, candidate, front, worker)
-                    response = await self._attempt(request, worker.url, call, outcome, claim, timeout_s, late)
-                    self._committed(plan, candidate, outcome, claim)
-                    return response
+                    timeout_s, late = self._deadline(snap, plan, candidate, asked, worker)
+                    relayed = await self._attempt(request, snap, worker, call, asked, claim, timeout_s, late)
+                    self._committed(snap, plan, candidate, asked, relayed, claim)
+                    return relayed
             except AttemptFailed as exc:
                 failures.append(exc)
-                outcome.attempts.append(f"{worker.name}: {exc.detail}")
+                trail.attempts.append(f"{worker.name}: {exc.detail}")
                 self._report_failure(worker.name, exc)
             finally:
                 self._on_release(plan.model)
                 if loading is not None:  # loaded (its first byte came) or failed: the next placement decides afresh
                     self._cluster.later(self._cluster.release_load(plan.model, loading))
         if refusals and not failures:
-            outcome.outcome, outcome.status = "bad_request", 400
             raise BadRequest("; ".join(refusals))
-        raise _final_error(plan, failures, outcome, snap.config.server.retry_after_s)
+        raise _final_error(plan, failures, trail, snap.config.server.retry_after_s)
 
-    async def _single_flight(self, snap, plan: Plan, candidate: Candidate,
+    async def _single_flight(self, snap: Snapshot, plan: Plan, candidate: Candidate,
                              worker: WorkerView) -> tuple[WorkerView, Candidate, str | None]:
         """A cold load, with replicas sharing state: load it here only if no other replica is loading
         the model already; else send this request to the copy being loaded (one load for the whole
@@ -131,66 +110,67 @@ class Proxy:
             return worker, candidate, None  # that load's worker is gone: load here, without the lock
         return other, Candidate(other.name, Reason.SHARED_LOAD), None
 
-    def _deadline(self, snap, plan: Plan, candidate: Candidate, front: FrontRequest,
+    def _deadline(self, snap: Snapshot, plan: Plan, candidate: Candidate, asked: Asked,
                   worker: WorkerView) -> tuple[float, str]:
         """Seconds this attempt may take before its first byte, and the words for running out. A
         non-streamed answer's first byte is its whole answer: its allowance for generation grows
         with num_predict, so [server] max_answer_s bounds it (a hung worker frees its slot then)."""
         first_byte_s = snap.config.failover.first_byte_s(worker.tier)
         timeout_s = (first_byte_s + self._load_allowance(snap, plan, candidate)
-                     + self._whole_answer_allowance(front, worker, plan.model))
+                     + self._whole_answer_allowance(snap, asked, worker, plan.model))
         ceiling_s = max(snap.config.server.max_answer_s, first_byte_s)  # never below what the operator set there
-        if not asks_stream(front) and timeout_s > ceiling_s:
+        if not asked.stream and timeout_s > ceiling_s:
             return ceiling_s, f"no whole answer within {ceiling_s:g}s ([server] max_answer_s)"
         return timeout_s, f"no answer within {timeout_s:g}s"
 
-    def _load_allowance(self, snap, plan: Plan, candidate: Candidate) -> float:
+    def _load_allowance(self, snap: Snapshot, plan: Plan, candidate: Candidate) -> float:
         """A cold load takes time before the first byte: the timeout waits that much longer."""
         if not candidate.loads:
             return 0.0
         return vram.predicted_load_s(snap, plan.model, self._inflight.load_s(plan.model))
 
-    def _whole_answer_allowance(self, front: FrontRequest, worker: WorkerView, model: str) -> float:
-        """A non-streamed answer's first byte comes when the whole generation is done: allow for it,
-        at the worker's measured decode rate (the configured CPU rate until measured)."""
-        failover = self._holder.current.config.failover
-        predict = whole_answer_tokens(front, failover.default_num_predict)
-        if predict is None:
+    def _whole_answer_allowance(self, snap: Snapshot, asked: Asked, worker: WorkerView, model: str) -> float:
+        """A non-streamed answer's first byte comes when the whole generation is done: allow for its
+        token budget (the same one the plan used), at the worker's measured decode rate (the
+        configured CPU rate until measured). A stream's first byte is its first token."""
+        if asked.stream or asked.predict <= 0:
             return 0.0
         rate = self._inflight.decode_rate(worker.name, model) or self._inflight.worker_rate(worker.name)
-        return predict / (rate or failover.cpu_tokens_per_s)
+        return asked.predict / (rate or snap.config.cpu.tokens_per_s)
 
-    def _committed(self, plan: Plan, candidate: Candidate, outcome: Outcome, claim: Claim) -> None:
-        now = self._clock()
+    def _committed(self, snap: Snapshot, plan: Plan, candidate: Candidate, asked: Asked, relayed: Relayed,
+                   claim: Claim) -> None:
+        """What an answer teaches: the worker is healthy, and from a whole answer its service time,
+        load time, slots and decode rate (the learning rules, each reading the worker's own usage)."""
+        now, usage = self._clock(), relayed.usage
         self._holder.update(lambda s: state.with_outcome(s, candidate.worker, True, now))
-        if outcome.outcome == "ok":
-            busy_s = outcome.service_s  # the worker's own prompt + decode time: no queueing, no load
+        if relayed.ended is Ended.OK:
+            busy_s = usage.service_s  # the worker's own prompt + decode time: no queueing, no load
             if busy_s is None:
-                busy_s = max(0.0, time.monotonic() - outcome.started - (outcome.load_s or 0.0))
-            self._inflight.finished(plan.model, busy_s, outcome.load_s)
-            self._inflight.remember_session(outcome.session, candidate.worker)
+                busy_s = max(0.0, timer() - asked.started - (usage.load_s or 0.0))
+            self._inflight.finished(plan.model, busy_s, usage.load_s)
+            self._inflight.remember_session(asked.session, candidate.worker)
             # Ollama's queue time leaves out load_duration: a request that waited behind a load would look unqueued.
-            if (outcome.queued_s is not None and outcome.service_s and outcome.queued_s < 0.1 * outcome.service_s
-                    and (outcome.load_s or 0.0) < 0.05):
+            if (usage.queued_s is not None and usage.service_s and usage.queued_s < 0.1 * usage.service_s
+                    and (usage.load_s or 0.0) < 0.05):
                 self._inflight.learn_slots(candidate.worker, plan.model, claim.peers)
-            if outcome.tokens and outcome.tokens >= 4 and outcome.eval_s:  # a token or two time nothing reliably
-                failover = self._holder.current.config.failover
-                self._inflight.record_rate(candidate.worker, plan.model, outcome.tokens / outcome.eval_s,
-                                           failover.slow_decode_factor, failover.degraded_s, claim.peers)
+            if usage.tokens and usage.tokens >= 4 and usage.eval_s:  # a token or two time nothing reliably
+                degraded = snap.config.degraded
+                self._inflight.record_rate(candidate.worker, plan.model, usage.tokens / usage.eval_s,
+                                           degraded.slow_decode_factor, degraded.slow_verdict_s, claim.peers)
         if candidate.loads:
-            self._metrics.count_load(self._holder.current, candidate.worker, plan.model, candidate.reason)
+            self._metrics.count_load(snap, candidate.worker, plan.model, candidate.reason)
             log.info("model.load", worker=candidate.worker, model=plan.model, reason=candidate.reason,
-                     evicts=list(candidate.evicts) or None, load_s=outcome.load_s)
+                     evicts=list(candidate.evicts) or None, load_s=usage.load_s)
 
-    async def _attempt(self, request: web.Request, base_url: str, call: UpstreamCall, outcome: Outcome,
-                       claim: Claim, first_byte_s: float, late: str) -> web.StreamResponse:
-        config = self._holder.current.config
-        failover, server = config.failover, config.server
+    async def _attempt(self, request: web.Request, snap: Snapshot, worker: WorkerView, call: UpstreamCall,
+                       asked: Asked, claim: Claim, first_byte_s: float, late: str) -> Relayed:
+        failover, server = snap.config.failover, snap.config.server
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s)
-        started = time.monotonic()
+        started = timer()
         try:
             async with asyncio.timeout(first_byte_s):
-                resp = await self._send(call, base_url, timeout)
+                resp = await self._send(call, worker.url, timeout)
         except TimeoutError:
             raise AttemptFailed("timeout", late) from None
         except UpstreamRedirect as exc:
@@ -199,12 +179,13 @@ class Proxy:
             raise AttemptFailed("connect", describe(exc)) from None
         except aiohttp.ClientError as exc:
             raise AttemptFailed("dropped", f"connection failed: {describe(exc)}") from None
-        remaining_s = max(0.1, first_byte_s - (time.monotonic() - started))
+        remaining_s = max(0.1, first_byte_s - (timer() - started))
         async with resp:
             await refuse(resp)
             if streams(resp, call):
-                return await stream(request, resp, call, outcome, claim, failover, remaining_s, server.max_stream_s)
-            return await whole.answer(request, resp, call, outcome, remaining_s, server.max_answer_bytes,
+                return await stream(request, resp, call, asked, worker.name, claim, remaining_s,
+                                    failover.stream_idle_timeout_s, server.max_stream_s)
+            return await whole.answer(request, resp, call, asked, worker.name, remaining_s, server.max_answer_bytes,
                                       failover.stream_idle_timeout_s, late)
 
     async def _send(self, call: UpstreamCall, base_url: str, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
@@ -231,28 +212,6 @@ class Proxy:
             self._holder.update(lambda s: state.with_outcome(s, worker, False, now))
 
 
-def asks_stream(front: FrontRequest) -> bool:
-    """Whether the answer comes as a stream: Ollama's chat and generate stream unless told not to,
-    OpenAI's only when asked to; embeddings and show answer one document."""
-    if front.api == "openai":
-        return front.endpoint in ("chat", "completions") and front.data.get("stream") is True
-    return front.endpoint in ("chat", "generate") and front.data.get("stream", True) is not False
-
-
-def whole_answer_tokens(front: FrontRequest, default: int) -> int | None:
-    """The tokens a non-streamed generation may make before its first byte; None for streams and
-    for answers that generate nothing (embeddings, show)."""
-    data = front.data
-    if asks_stream(front) or front.endpoint not in ("chat", "generate", "completions"):
-        return None
-    if front.api == "openai":
-        limit = data.get("max_completion_tokens") or data.get("max_tokens")
-    else:
-        options = data.get("options") if isinstance(data.get("options"), dict) else {}
-        limit = options.get("num_predict")
-    return limit if isinstance(limit, int) and limit > 0 else default
-
-
 def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None) -> UpstreamCall:
     """The request as this worker's kind takes it, under the worker's own id for the model. The
     client's own Authorization goes on only to a worker configured to receive it."""
@@ -265,14 +224,11 @@ def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_aut
     return call
 
 
-def _final_error(plan: Plan, failures: list[AttemptFailed], outcome: Outcome, retry_after_s: int) -> Exception:
-    summary = "; ".join(outcome.attempts + ([plan.note] if plan.note else [])) or "no worker could be tried"
+def _final_error(plan: Plan, failures: list[AttemptFailed], trail: Trail, retry_after_s: int) -> Exception:
+    summary = "; ".join(trail.attempts + ([plan.note] if plan.note else [])) or "no worker could be tried"
     kinds = {f.kind for f in failures}
     if not failures or kinds <= {"connect", "busy"}:
-        outcome.outcome, outcome.status = "no_capacity", 503
         return NoCapacity(f"no worker can serve model {plan.model!r} now ({summary})", retry_after_s)
     if kinds == {"timeout"}:
-        outcome.outcome, outcome.status = "timeout", 504
         return UpstreamTimeout(f"workers timed out for model {plan.model!r} ({summary})")
-    outcome.outcome, outcome.status = "upstream_error", 502
     return UpstreamFailed(f"every worker failed for model {plan.model!r} ({summary})")

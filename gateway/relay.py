@@ -9,18 +9,18 @@ workers' bytes are never parsed on the way. Non-streamed answers are whole.py's.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from backends import openai_front
 from backends.answers import MALFORMED
 from backends.base import UpstreamCall
 from backends.streams import error_line
-from backends.upstream import ERROR_DETAIL_BYTES, describe, worker_json
+from backends.usage import NONE, Usage, ollama_line
+from backends.worker_said import describe, error_detail
 from gateway.inflight import Claim
+from gateway.outcome import Asked, Ended, Relayed, timer
 
 STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -52,13 +52,8 @@ def streams(resp: aiohttp.ClientResponse, call: UpstreamCall) -> bool:
     return resp.content_type in STREAM_TYPES and resp.status == 200 and call.whole is None
 
 
-def take_usage(usage: openai_front.Usage | None, outcome) -> None:
-    if usage is not None:
-        outcome.tokens, outcome.eval_s, outcome.service_s = usage.tokens, usage.eval_s, usage.service_s
-
-
-async def stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failover,
-                 first_byte_s: float, max_stream_s: float) -> web.StreamResponse:
+async def stream(request: web.Request, resp: aiohttp.ClientResponse, call: UpstreamCall, asked: Asked, worker: str,
+                 claim: Claim, first_byte_s: float, idle_s: float, max_stream_s: float) -> Relayed:
     try:
         async with asyncio.timeout(first_byte_s):
             first = await resp.content.readany()
@@ -66,20 +61,19 @@ async def stream(request, resp, call: UpstreamCall, outcome, claim: Claim, failo
         raise AttemptFailed("dropped", f"stream failed before its first byte: {describe(exc)}") from None
     if not first:
         raise AttemptFailed("dropped", "stream ended before its first byte")
-    outcome.ttfb_s = time.monotonic() - outcome.started
+    ttfb_s = timer() - asked.started
     claim.first_byte()
-    headers = reply_headers(resp, outcome)
+    headers = reply_headers(resp, asked.request_id, worker)
     if call.translator:
         headers["Content-Type"] = "application/x-ndjson"
     out = web.StreamResponse(status=resp.status, headers=headers)
     await out.prepare(request)
-    outcome.status = resp.status
-    await _pump(out, resp, first, call, outcome, failover.stream_idle_timeout_s, max_stream_s)
-    return out
+    ended, usage = await _pump(out, resp, first, call, worker, idle_s, max_stream_s)
+    return Relayed(out, resp.status, ttfb_s, ended, usage)
 
 
 async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes, call: UpstreamCall,
-                outcome, idle_s: float, max_s: float) -> None:
+                worker: str, idle_s: float, max_s: float) -> tuple[Ended, Usage]:
     translator = call.translator or (openai_front.SseRelay() if call.front == "openai" else None)
     ends_line, prev, last = True, b"", b""
     watchdog = Watchdog(idle_s, max_s)
@@ -97,27 +91,22 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
             await out.write(tail)
             prev, last = last, tail
     except ConnectionResetError:
-        outcome.outcome = "client_gone"  # leaving `async with resp` closes upstream: generation stops
-        return
+        return Ended.CLIENT_GONE, NONE  # leaving `async with resp` closes upstream: generation stops
     except StreamTooLong as exc:
-        outcome.outcome = "too_long"  # leaving `async with resp` closes upstream: the GPU slot frees
         await write_quietly(out, _cut_notice(call, str(exc), ends_line))
-        return
+        return Ended.TOO_LONG, NONE  # leaving `async with resp` closes upstream: the GPU slot frees
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        outcome.outcome = "cut"
-        message = f"worker {outcome.worker} failed mid-stream: {describe(exc)}"
-        await write_quietly(out, _cut_notice(call, message, ends_line))
-        return
+        await write_quietly(out, _cut_notice(call, f"worker {worker} failed mid-stream: {describe(exc)}", ends_line))
+        return Ended.CUT, NONE
     if isinstance(translator, openai_front.SseRelay):
         if not translator.finished:  # the worker closed the stream without [DONE]: the client must know
-            outcome.outcome = "cut"
-            await write_quietly(out, _cut_notice(call, f"worker {outcome.worker} ended the stream early", True))
-            return
-        take_usage(translator.usage(), outcome)
+            await write_quietly(out, _cut_notice(call, f"worker {worker} ended the stream early", True))
+            return Ended.CUT, NONE
+        usage = translator.usage() or NONE
     else:
-        read_final_fields((prev + last).rstrip(b"\n").rpartition(b"\n")[2], outcome)
-    outcome.outcome = "ok"
+        usage = ollama_line((prev + last).rstrip(b"\n").rpartition(b"\n")[2])
     await write_quietly(out, b"", eof=True)
+    return Ended.OK, usage
 
 
 def _translated(step, *chunk: bytes) -> bytes:
@@ -187,47 +176,8 @@ def _cut_notice(call: UpstreamCall, message: str, ends_line: bool) -> bytes:
     return (b"" if ends_line else b"\n") + error_line(message)
 
 
-def read_final_fields(line: bytes, outcome) -> None:
-    """Tokens, load and service time from an Ollama final line: parsed once per request, not per chunk."""
-    if b'"done":true' not in line.replace(b" ", b""):
-        return
-    try:
-        final = worker_json(line)
-    except ValueError:  # not JSON, or too costly to parse: accounting goes without it
-        return
-    if isinstance(final, dict):
-        apply_final(final, outcome)
-
-
-def apply_final(final: dict, outcome) -> None:
-    """The accounting fields of an Ollama final answer (eval_count, the durations) onto the outcome."""
-    count, load_ns = final.get("eval_count"), final.get("load_duration")
-    prompt_ns, eval_ns = final.get("prompt_eval_duration"), final.get("eval_duration")
-    outcome.tokens = count if isinstance(count, int) else None
-    outcome.load_s = load_ns / 1e9 if isinstance(load_ns, int) else None
-    if isinstance(prompt_ns, int) and isinstance(eval_ns, int):
-        outcome.service_s = (prompt_ns + eval_ns) / 1e9
-        outcome.eval_s = eval_ns / 1e9 if eval_ns > 0 else None
-        total_ns = final.get("total_duration")
-        if isinstance(total_ns, int) and total_ns > 0:  # what is left of the total was waiting at the worker
-            outcome.queued_s = max(0.0, (total_ns - prompt_ns - eval_ns - (load_ns or 0)) / 1e9)
-
-
-async def error_detail(resp: aiohttp.ClientResponse) -> str:
-    """A failed answer's status and the worker's own message, read from its first bytes only."""
-    try:
-        async with asyncio.timeout(2):
-            body = await resp.content.read(ERROR_DETAIL_BYTES)
-        message = orjson.loads(body).get("error")
-        if isinstance(message, dict):
-            message = message.get("message")
-    except Exception:  # the detail is best effort; the status already says it failed
-        message = None
-    return f"{resp.status} {str(message)[:300]}" if message else f"answered {resp.status}"
-
-
-def reply_headers(resp: aiohttp.ClientResponse, outcome) -> dict[str, str]:
-    headers = {"X-Request-ID": outcome.request_id, "X-Beacon-Worker": outcome.worker}
+def reply_headers(resp: aiohttp.ClientResponse, request_id: str, worker: str) -> dict[str, str]:
+    headers = {"X-Request-ID": request_id, "X-Beacon-Worker": worker}
     if ctype := resp.headers.get("Content-Type"):
         headers["Content-Type"] = ctype
     return headers

@@ -4,6 +4,8 @@ A valid file swaps in whole (state.with_config): requests in flight finish on th
 they read; a removed worker gets no new requests and is listed as draining until its last
 request ends; an added worker takes traffic after its first good probe and a warmer pass.
 An invalid file changes nothing: every error is logged with its key path and counted.
+A config that still uses an old key name gets one warning per such key, at start and on every
+swap (config_moves.py says where each went).
 Decides nothing about routing; reads the file only here and in serve's start-up.
 """
 
@@ -55,6 +57,7 @@ class Reloader:
 
     def __post_init__(self) -> None:
         self._seen = _fingerprint(self.path)
+        warn_old_keys(self.holder.current.config, self.path)  # the config this process starts with
 
     async def reload(self, source: str) -> ReloadResult:
         """Read the file now and swap it in when valid. Concurrent calls run one after another."""
@@ -90,14 +93,14 @@ class Reloader:
     def _swap(self, old: RoutingConfig, new: RoutingConfig, source: str) -> ReloadResult:
         before = {w.name: w for w in old.workers}
         after = {w.name: w for w in new.workers}
-        added = tuple(n for n in after if n not in before or (before[n].url, before[n].kind) != (after[n].url,
-                                                                                             after[n].kind))
+        added = tuple(n for n in after if n not in before or not state.same_worker(before[n], after[n]))
         removed = tuple(n for n in before if n not in after)
         changed = tuple(n for n in after if n in before and n not in added and before[n] != after[n])
         for name in removed:
             self.retired[name] = before[name]
         self.holder.update(lambda s: state.with_config(s, new, wall_now=time.time(), now=self.clock()))
         self.metrics.config_reloads.labels(result="ok").inc()
+        warn_old_keys(new, self.path)
         log.info("config.reloaded", source=source, version=new.version, previous=old.version, added=list(added),
                  removed=list(removed), changed=list(changed))
         return ReloadResult("ok", new.version, source, (), added, removed, changed)
@@ -108,6 +111,11 @@ class Reloader:
             log.error("config.invalid", path=self.path, error=line)
         log.error("config.reload_refused", source=source, path=self.path, errors=len(errors), kept=old.version)
         return ReloadResult("failed", old.version, source, tuple(errors))
+
+
+def warn_old_keys(config: RoutingConfig, path: str) -> None:
+    for line in config.notices:
+        log.warning("config.old_key", path=path, version=config.version, notice=line)
 
 
 def _fingerprint(path: str) -> tuple[int, int] | None:

@@ -171,9 +171,9 @@ class _Decision:
         return self._tail_parts()[2]
 
     def tail(self, k: int) -> list[Candidate]:
-        """Degraded GPU workers and the CPU tier, in the order [failover] degraded_rank says."""
+        """Degraded GPU workers and the CPU tier, in the order [degraded] rank says."""
         slow, cpu, _ = self._tail_parts()
-        return (slow + cpu if self.snap.config.failover.degraded_rank == "before_cpu" else cpu + slow)[:k]
+        return (slow + cpu if self.snap.config.degraded.rank == "before_cpu" else cpu + slow)[:k]
 
     def _tail_parts(self) -> tuple[list[Candidate], list[Candidate], str]:
         if self._parts is None:
@@ -219,18 +219,18 @@ def _serves_slowly_now(d: _Decision, worker: str, wait_s: float) -> bool:
 
 def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need: Need | None
          ) -> tuple[list[Candidate], str]:
-    """CPU workers that can finish this request within cpu_max_expected_s, and if some could
+    """CPU workers that can finish this request within [cpu] max_expected_s, and if some could
     not, a message saying what the CPU tier can take (a fast clear refusal beats a timeout)."""
-    failover = snap.config.failover
+    cpu = snap.config.cpu
     usable = sorted((w for w in workers if not worker_full(w, load)),
                     key=lambda w: (model not in w.resident, load.get(w.name)))
     out, refusal = [], ""
     for w in usable:
-        rate = load.decode_rate(w.name, model) or load.worker_rate(w.name) or failover.cpu_tokens_per_s
+        rate = load.decode_rate(w.name, model) or load.worker_rate(w.name) or cpu.tokens_per_s
         expected_s = 0.0 if need is None else need.prompt_tokens / (10 * rate) + need.predict_tokens / rate
-        if expected_s > failover.cpu_max_expected_s:
+        if need is not None and expected_s > cpu.max_expected_s:
             refusal = (f"no GPU worker can serve {model!r} now, and the CPU tier only takes requests it can finish "
-                       f"within {failover.cpu_max_expected_s:g}s: about {int(failover.cpu_max_expected_s * rate)} "
+                       f"within {cpu.max_expected_s:g}s: about {int(cpu.max_expected_s * rate)} "
                        f"tokens at {rate:.0f} tokens/s; this one asks for {need.predict_tokens} (~{expected_s:.0f}s). "
                        "Ask for fewer tokens (num_predict) or retry later")
             continue
@@ -256,8 +256,8 @@ def _wait_beats_load(snap: Snapshot, load: Load, model: str, resident: list[Work
 def _slow_finish_s(snap: Snapshot, load: Load, model: str, worker: str, need: Need | None) -> float:
     """The time a degraded worker needs for this request: at its slow rate when measured, else at
     its usual rate divided by slow_decode_factor; unknown counts as too slow."""
-    rate = load.slow_rate(worker) or (load.decode_rate(worker, model) or 0.0) / snap.config.failover.slow_decode_factor
-    predict = need.predict_tokens if need else snap.config.failover.default_num_predict
+    rate = load.slow_rate(worker) or (load.decode_rate(worker, model) or 0.0) / snap.config.degraded.slow_decode_factor
+    predict = need.predict_tokens if need else snap.config.routing.default_num_predict
     return predict / rate if rate > 0 else float("inf")
 
 

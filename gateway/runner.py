@@ -68,6 +68,7 @@ def run(main: Callable[[], Awaitable[None]], stop_on: tuple[signal.Signals, ...]
 
 async def _signalled(main: Callable[[], Awaitable[None]], stop_on: tuple[signal.Signals, ...]) -> None:
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None, "asyncio.run and Runner.run run a coroutine as a task"
     stop = _Stop(task)
     token = _STOP.set(stop)
     handled = {*stop_on, signal.SIGHUP}
@@ -234,5 +235,5 @@ async def start(app: web.Application, host: str, port: int, limits: ConnectionLi
         if isinstance(exc, OSError):
             raise listen.cannot_listen(host, port, exc) from None
         raise
-    bound = site._server.sockets[0].getsockname()[1] if port == 0 else port  # noqa: SLF001
+    bound = runner.addresses[0][1] if port == 0 else port
     return runner, bound

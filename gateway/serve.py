@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -53,8 +54,9 @@ def serve(config_path: str | None = None, listen: str | None = None, processes: 
 
 def load_settings(**overrides: str) -> Settings | None:
     """Settings from BEACON_* (and the command line), or None after one line per error on stderr."""
+    values: dict[str, Any] = dict(overrides)  # text, as the environment's: Settings parses it into each field's type
     try:
-        return Settings(**overrides)
+        return Settings(**values)
     except ValidationError as exc:
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"])

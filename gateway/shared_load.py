@@ -52,10 +52,12 @@ class SharedLoad:
     def __init__(self, local: InFlight, cluster: Cluster, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.local, self.cluster, self._clock, self._wall = local, cluster, clock, wall
-        for name in ("decode_rate", "worker_rate", "recent_rate", "slow_reason", "slow_rate", "slow_workers",
-                     "session_worker", "requested", "demand", "finished", "record_rate", "learn_slots",
-                     "remember_session", "evicting"):
-            setattr(self, name, getattr(local, name))  # one replica's own facts and writes: as they are
+        # one replica's own facts and writes: as they are
+        self.decode_rate, self.worker_rate, self.recent_rate = local.decode_rate, local.worker_rate, local.recent_rate
+        self.slow_reason, self.slow_rate, self.slow_workers = local.slow_reason, local.slow_rate, local.slow_workers
+        self.session_worker, self.remember_session = local.session_worker, local.remember_session
+        self.requested, self.demand, self.finished = local.requested, local.demand, local.finished
+        self.record_rate, self.learn_slots, self.evicting = local.record_rate, local.learn_slots, local.evicting
 
     def _mono(self, wall_time: float) -> float:
         return wall_time - self._wall() + self._clock()

@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -93,7 +93,7 @@ class Siblings:
     def __init__(self, role: Role) -> None:
         self.role = role
         self.others = tuple(i for i in range(role.count) if i != role.index)
-        self._unanswered = None  # beacon_process_metrics_unanswered_total, once the gateway is built
+        self._unanswered: Counter | None = None  # beacon_process_metrics_unanswered_total, once the gateway is built
 
     def describe(self, gw: Gateway) -> dict:
         """/health's `process`: which process answered, and how it shares state with the others."""
@@ -117,8 +117,8 @@ class Siblings:
 
     async def reload_all(self, reloader: Reloader, source: str) -> tuple[int, dict]:
         """Reload this process and every sibling at once; the status and a body naming each result."""
-        own, *others = await asyncio.gather(reloader.reload(source), *(
-            self._ask(i, "POST", "/admin/reload", RELOAD_TIMEOUT_S) for i in self.others))
+        own, others = await asyncio.gather(reloader.reload(source), asyncio.gather(*(
+            self._ask(i, "POST", "/admin/reload", RELOAD_TIMEOUT_S) for i in self.others)))
         results = {self.role.index: own.as_dict()}
         for index, answer in zip(self.others, others, strict=True):
             found = _json_object(answer)

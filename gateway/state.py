@@ -14,13 +14,15 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from backends.base import ModelEntry, ModelShape, Probe, ResidentModel
 from gateway.config import RoutingConfig, WorkerConfig
 from gateway.fleet_index import Listing, Placement, build_listing, build_placement, same_listing
-from gateway.gpu import GpuReading, GpuStatus
 from gateway.names import InvalidModelName, Names, canonical
+
+if TYPE_CHECKING:  # gpu.py's GpuWatch lands readings through this module: their types only, no import cycle
+    from gateway.gpu import GpuReading, GpuStatus
 
 _EMPTY: Mapping = MappingProxyType({})
 _FOOTPRINTS_KEPT = 4096  # footprints of models no worker lists any more are forgotten past this many
@@ -169,12 +171,18 @@ def with_config(snap: Snapshot, config: RoutingConfig, *, wall_now: float, now: 
     workers = {}
     for wc in config.workers:
         old = snap.workers.get(wc.name)
-        same = old is not None and (old.config.url, old.config.kind) == (wc.url, wc.kind)
-        # A new or re-pointed worker warms before traffic; an operator's drain survives the reload.
-        fresh = WorkerView(config=wc, warming=True, drained=old is not None and old.drained)
-        workers[wc.name] = dataclasses.replace(old, config=wc) if same else fresh
+        if old is not None and same_worker(old.config, wc):
+            workers[wc.name] = dataclasses.replace(old, config=wc)
+        else:  # a new or re-pointed worker warms before traffic; an operator's drain survives the reload
+            workers[wc.name] = WorkerView(config=wc, warming=True, drained=old is not None and old.drained)
     return dataclasses.replace(snap, version=snap.version + 1, config=config, names=Names(config.aliases()),
                                workers=MappingProxyType(workers), config_loaded_at=wall_now, updated_at=now)
+
+
+def same_worker(old: WorkerConfig, new: WorkerConfig) -> bool:
+    """Two configs of one name are the same worker when they reach the same server the same way: same
+    URL, same kind. The rest (tier, VRAM, limits, models, keys) can change without forgetting what was learned."""
+    return (old.url, old.kind) == (new.url, new.kind)
 
 
 def with_drain(snap: Snapshot, name: str, drained: bool, now: float) -> Snapshot:
@@ -192,10 +200,11 @@ def with_shared(snap: Snapshot, ejected: Mapping[str, float], drained: frozenset
         until = ejected.get(name, 0.0)
         eject = until > now and until > w.ejected_until + 0.5  # ours, or one that ends sooner, gives way
         drain = name in drained
-        if eject or drain != w.drained:
-            changed[name] = dataclasses.replace(
-                w, drained=drain, **({"ejected_until": until, "last_error": "ejected by another gateway replica "
-                                      f"for {until - now:.0f}s"} if eject else {}))
+        if eject:
+            changed[name] = dataclasses.replace(w, drained=drain, ejected_until=until,
+                                                last_error=f"ejected by another gateway replica for {until - now:.0f}s")
+        elif drain != w.drained:
+            changed[name] = dataclasses.replace(w, drained=drain)
     return _replace_workers(snap, changed, now)
 
 

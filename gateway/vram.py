@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # state's indexes read this module: types only, no import cycle
+if TYPE_CHECKING:  # state imports fleet_index, which imports this module: state's types only, or the import cycles
     from gateway.state import Snapshot, WorkerView
 
 GIB = 1024**3

@@ -9,23 +9,23 @@ never where they would evict a model with requests in flight, never by spilling 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import aiohttp
 import structlog
 
 from backends import for_kind
-from backends.upstream import describe
+from backends.ollama import timestamp
+from backends.worker_said import describe
 from gateway import state
 from gateway.inflight import InFlight
 from gateway.metrics import Metrics
 from gateway.names import InvalidModelName, canonical
 from gateway.probes import Prober
 from gateway.router import Load, cold_placements
+from gateway.shared_load import SharedLoad
 from gateway.state import Snapshot, SnapshotHolder, WorkerView
 
 log = structlog.get_logger("gateway.warmer")
@@ -84,7 +84,7 @@ def _plan_model(snap: Snapshot, load: Load, model: str, want: _Want, wall_now: f
     resident = [w for n in snap.listing.resident.get(model, {}) if (w := usable(n))]
     soon = wall_now + snap.config.warmer.rearm_before_s
     plan = [Warmup(w.name, model, "rearm", want.keep_alive) for w in resident
-            if (expiry := expires_at(w.resident[model].expires_at)) is not None and expiry <= soon]
+            if (expiry := timestamp(w.resident[model].expires_at)) is not None and expiry <= soon]
     pins = sorted((n for n in set(want.pins) if n in holders), key=holders.__getitem__)
     pinned = [w for n in pins if (w := usable(n)) and model not in w.resident]
     plan += [Warmup(w.name, model, "pin", want.keep_alive) for w in pinned]
@@ -97,23 +97,11 @@ def _plan_model(snap: Snapshot, load: Load, model: str, want: _Want, wall_now: f
     return plan
 
 
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def expires_at(text: str | None) -> float | None:
-    """Ollama's RFC 3339 expiry (nanoseconds allowed) as a wall-clock timestamp."""
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("Z", "+00:00"))).timestamp()
-    except ValueError:
-        return None
-
-
 class Warmer:
     """Runs plan_warmups every `[warmer] interval_s`, a bounded number of warm-ups at once."""
 
-    def __init__(self, holder: SnapshotHolder, inflight: InFlight, session: aiohttp.ClientSession, prober: Prober,
+    def __init__(self, holder: SnapshotHolder, inflight: InFlight | SharedLoad, session: aiohttp.ClientSession,
+                 prober: Prober,
                  metrics: Metrics, clock: Callable[[], float], wall: Callable[[], float] = time.time) -> None:
         self._holder, self._inflight, self._session, self._prober = holder, inflight, session, prober
         self._metrics, self._clock, self._wall = metrics, clock, wall
@@ -139,7 +127,7 @@ class Warmer:
             try:
                 model_id = worker.upstream_id(warmup.model)
                 await for_kind(worker.config.kind).warm(self._session, worker.url, model_id, warmup.keep_alive,
-                                                         snap.config.failover.first_byte_timeout_s,
+                                                         snap.config.warmer.timeout_s,
                                                          headers=worker.config.auth_headers(),
                                                          max_bytes=snap.config.health.max_probe_bytes)
             except Exception as exc:  # a failed warm-up is retried next round; it must not stop the loop

@@ -8,6 +8,7 @@ Needs the `gguf` package (a test extra); the demo uses it only when it is instal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,18 +105,18 @@ def make_shaped_llama(path: Path, shape: str | tuple[int, int, int, int, int], *
     scores += [-float(len(scores) + i) for i in range(filler)]
     types += [int(gguf.TokenType.NORMAL)] * filler
     specs = list(_tensors(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff))
-    biggest = max(int(np.prod(shape)) for _, shape in specs)
+    biggest = max(int(np.prod(dims)) for _, dims in specs)
     spare = 1 << 20
     rng = np.random.default_rng(seed)
     pool = (rng.standard_normal(biggest + spare, dtype=np.float32) * 0.02).astype(np.float16)
     writer = _writer(path, name or path.stem, (n_ctx, n_embd, n_layer, n_ff, n_head, n_head_kv),
                      (tokens, scores, types), gguf.LlamaFileType.MOSTLY_F16, rope_base=500000.0)
-    for i, (tensor_name, shape) in enumerate(specs):
-        if len(shape) == 1:
-            writer.add_tensor(tensor_name, np.ones(shape, np.float32))
+    for i, (tensor_name, dims) in enumerate(specs):  # `shape` is the model's, `dims` one tensor's
+        if len(dims) == 1:
+            writer.add_tensor(tensor_name, np.ones(dims, np.float32))
             continue
         offset = (i * 7919) % spare
-        writer.add_tensor(tensor_name, pool[offset:offset + int(np.prod(shape))].reshape(shape))
+        writer.add_tensor(tensor_name, pool[offset:offset + int(np.prod(dims))].reshape(dims))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -123,7 +124,8 @@ def make_shaped_llama(path: Path, shape: str | tuple[int, int, int, int, int], *
     return path
 
 
-def _tensors(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: int, n_ff: int):
+def _tensors(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: int,
+             n_ff: int) -> Iterator[tuple[str, tuple[int, ...]]]:
     kv = n_embd // n_head * n_head_kv
     yield "token_embd.weight", (n_vocab, n_embd)
     yield "output_norm.weight", (n_embd,)

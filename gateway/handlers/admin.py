@@ -16,7 +16,7 @@ from aiohttp import web
 
 from backends import for_kind
 from backends.translate import Unsupported
-from backends.upstream import describe
+from backends.worker_said import describe
 from gateway import state, vram
 from gateway.access import token_matches
 from gateway.context import GATEWAY, Gateway
@@ -32,19 +32,10 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 class AdminDisabled(GatewayError):
     status = 403
-    openai_type = "permission_error"
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/admin/workers/{name}/drain", _guarded(drain))
-    app.router.add_post("/admin/workers/{name}/undrain", _guarded(undrain))
-    app.router.add_post("/admin/workers/{name}/warm", _guarded(warm))
-    app.router.add_post("/admin/workers/{name}/unload", _guarded(unload))
-    app.router.add_post("/admin/reload", _guarded(reload))
-    app.router.add_post("/admin/explain", _guarded(explain))
-
-
-def _guarded(handler: Handler) -> Handler:
+def guarded(handler: Handler) -> Handler:
+    """`handler` behind the admin token (app.py wraps every /admin/ route of gateway/routes.py)."""
     async def check(request: web.Request) -> web.Response:
         token = request.app[GATEWAY].settings.admin_token
         if token is None or not token.get_secret_value():
@@ -120,7 +111,7 @@ async def _model_action(request: web.Request, action: str) -> web.Response:
         raise NotFound(f"{model!r} is not on worker {worker.name}: pull it there first")
     model_id = worker.upstream_id(model)
     config = gw.holder.current.config
-    backend, timeout_s = for_kind(worker.config.kind), config.failover.first_byte_timeout_s
+    backend, timeout_s = for_kind(worker.config.kind), config.warmer.timeout_s
     auth, cap = worker.config.auth_headers(), config.health.max_probe_bytes
     try:
         if action == "warm":
@@ -150,7 +141,7 @@ async def explain(request: web.Request) -> web.Response:
     session = data.get("session")
     if session is not None and not isinstance(session, str):
         raise BadRequest("session must be a string")
-    need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.failover.default_num_predict))
+    need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.routing.default_num_predict))
     queued = gw.admission.depth(model)
     # The whole order, not only the max_attempts candidates a request would try.
     plan = choose(snap, gw.load, model, session, queued, need, limit=len(snap.workers))

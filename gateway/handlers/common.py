@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +23,8 @@ from gateway.errors import UNREADABLE_BODY, BadRequest, PayloadTooLarge, Request
 from gateway.handlers.go_fields import check_keys
 from gateway.metrics import Metrics
 from gateway.names import InvalidModelName
-from gateway.proxy import Outcome
+from gateway.outcome import Outcome
+from gateway.routes import body_endpoint
 from gateway.state import Snapshot
 
 log = structlog.get_logger("gateway.request")
@@ -33,22 +33,12 @@ REQUEST_ID = "request_id"
 _MIB = 1024 * 1024
 
 
-def body_endpoint(path: str) -> str:
-    """The key of `[server] body_mib` a path falls under: "chat", "chat/completions", "blobs", "admin"."""
-    if path.startswith("/admin/"):
-        return "admin"
-    if path.startswith("/api/blobs/"):
-        return "blobs"
-    if path == "/v1/embeddings":
-        return "v1/embeddings"
-    return path.removeprefix("/api/").removeprefix("/v1/")
-
-
 async def read_body(request: web.Request, limit_mib: float) -> bytes:
     """The whole body, within the endpoint's size limit (`[server] body_mib`, else `limit_mib`)
     and `[server] body_timeout_s` (a client trickling its body holds a connection, nothing more)."""
     server = request.app[GATEWAY].holder.current.config.server
-    limit = int(server.body_mib.get(body_endpoint(request.path), limit_mib) * _MIB)
+    key = body_endpoint(request.path)
+    limit = int((server.body_mib.get(key, limit_mib) if key else limit_mib) * _MIB)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body of {request.content_length} bytes is over the {limit} byte limit "
                               f"for {request.path}")
@@ -160,27 +150,17 @@ async def request_id_middleware(request: web.Request,
     return response
 
 
-def new_outcome(request: web.Request, endpoint: str, model: str) -> Outcome:
-    return Outcome(request_id=request[REQUEST_ID], endpoint=endpoint, model=model, started=time.monotonic())
-
-
-def refusal(status: int) -> str:
-    """The outcome label of a request the gateway itself turned away."""
-    return {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 408: "timeout",
-            413: "too_large", 429: "rate_limited", 503: "no_capacity"}.get(status, "error")
-
-
 def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
-    duration = time.monotonic() - outcome.started
+    """One finished request into metrics and its one request.done line."""
     label = metrics.model_label(snapshot, outcome.model)
-    metrics.child(metrics.requests, outcome.endpoint, label, metrics.worker_label(outcome.worker),
-                  outcome.outcome).inc()
-    metrics.child(metrics.duration, label).observe(duration)
+    metrics.child(metrics.requests, outcome.label, label, metrics.worker_label(outcome.worker), outcome.kind).inc()
+    metrics.child(metrics.duration, label).observe(outcome.duration_s)
     if outcome.ttfb_s is not None:
         metrics.child(metrics.ttfb, label).observe(outcome.ttfb_s)
     if outcome.tokens:
         metrics.child(metrics.tokens, label).inc(outcome.tokens)
-    log.info("request.done", endpoint=outcome.endpoint, model=outcome.model, worker=outcome.worker or None,
-             reason=outcome.reason or None, outcome=outcome.outcome, status=outcome.status,
+    log.info("request.done", endpoint=outcome.label, model=outcome.model, worker=outcome.worker or None,
+             reason=outcome.reason or None, outcome=outcome.kind.value, status=outcome.status,
              ttft_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
-             duration_ms=round(duration * 1000, 2), tokens=outcome.tokens, failed_attempts=outcome.attempts or None)
+             duration_ms=round(outcome.duration_s * 1000, 2), tokens=outcome.tokens,
+             failed_attempts=list(outcome.attempts) or None, client=outcome.client)

@@ -17,10 +17,10 @@ import orjson
 from aiohttp import web
 
 from backends.streams import LineTooLong, NdjsonSplitter, error_line
-from backends.upstream import describe
+from backends.worker_said import describe, error_detail
 from gateway.context import Gateway
 from gateway.errors import GatewayError, UpstreamFailed
-from gateway.proxy import Outcome
+from gateway.outcome import Ended, Relayed
 from gateway.state import WorkerView
 
 Emit = Callable[[str, dict], Awaitable[None]]
@@ -34,10 +34,11 @@ class Result:
     detail: str = ""
 
 
-def _timeout(gw: Gateway, read_s: float | None = None) -> aiohttp.ClientTimeout:
-    failover = gw.holder.current.config.failover
-    return aiohttp.ClientTimeout(total=None, sock_connect=failover.connect_timeout_s,
-                                 sock_read=read_s or max(failover.stream_idle_timeout_s, 300.0))
+def _timeout(gw: Gateway, *, progress: bool) -> aiohttp.ClientTimeout:
+    """`[manage]`'s timeouts for one worker's call: a progress stream or upload, or a plain answer."""
+    manage = gw.holder.current.config.manage
+    read_s = manage.progress_idle_timeout_s if progress else manage.answer_timeout_s
+    return aiohttp.ClientTimeout(total=None, sock_connect=manage.connect_timeout_s, sock_read=read_s)
 
 
 async def send_each(gw: Gateway, method: str, path: str, targets: list[WorkerView], payload: Any) -> list[Result]:
@@ -49,16 +50,16 @@ async def _send_one(gw: Gateway, method: str, path: str, worker: WorkerView, bod
     if not worker.up:
         return Result(worker.name, False, None, "worker is down")
     try:
-        async with gw.session.request(method, worker.url + path, data=body, timeout=_timeout(gw, 60.0),
+        async with gw.session.request(method, worker.url + path, data=body, timeout=_timeout(gw, progress=False),
                                       headers=worker.config.auth_headers(), allow_redirects=False) as resp:
-            detail = "" if resp.status < 400 else await _detail(resp)
+            detail = "" if resp.status < 400 else await error_detail(resp)
             return Result(worker.name, resp.status < 400, resp.status, detail)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Result(worker.name, False, None, _describe(exc))
+        return Result(worker.name, False, None, describe(exc))
 
 
 async def run_progress(request: web.Request, gw: Gateway, path: str, targets: list[WorkerView],
-                       payload: dict, outcome: Outcome) -> web.StreamResponse:
+                       payload: dict) -> Relayed:
     """Run a progress operation on every target; stream merged progress or answer once.
     The targets are re-probed before the last line, so a client that hears success sees the model listed."""
     streaming = payload.get("stream", True) is not False
@@ -77,32 +78,31 @@ async def run_progress(request: web.Request, gw: Gateway, path: str, targets: li
     results = await asyncio.gather(*(_progress_one(gw, path, w, body, emit) for w in targets))
     await gw.prober.refresh(w.name for w in targets)
     failed = [r for r in results if not r.ok]
-    outcome.worker = ",".join(w.name for w in targets)
-    outcome.outcome, outcome.status = ("ok", 200) if not failed else ("upstream_error", 502)
     message = _failure_message(path, failed, len(results))
     if out is None:
         if failed:
             raise _as_error(message, failed, len(results))
-        return web.json_response({"status": "success"})
+        return Relayed(web.json_response({"status": "success"}), 200, None, Ended.OK)
     async with lock:
         if not out.prepared:
             await out.prepare(request)
         await out.write(error_line(message) if failed else b'{"status":"success"}\n')
         await out.write_eof()
-    return out
+    # A stream that failed on some worker is 200 on the wire and an upstream error in the record.
+    return Relayed(out, 502, None, Ended.FAILED) if failed else Relayed(out, 200, None, Ended.OK)
 
 
 async def _progress_one(gw: Gateway, path: str, worker: WorkerView, body: bytes, emit: Emit) -> Result:
     if not worker.up:
         return Result(worker.name, False, None, "worker is down")
     try:
-        async with gw.session.post(worker.url + path, data=body, timeout=_timeout(gw),
+        async with gw.session.post(worker.url + path, data=body, timeout=_timeout(gw, progress=True),
                                    headers=worker.config.auth_headers(), allow_redirects=False) as resp:
             if resp.status != 200:
-                return Result(worker.name, False, resp.status, await _detail(resp))
+                return Result(worker.name, False, resp.status, await error_detail(resp))
             return await _read_progress(worker.name, resp, emit)
     except (aiohttp.ClientError, TimeoutError, LineTooLong) as exc:
-        return Result(worker.name, False, None, _describe(exc))
+        return Result(worker.name, False, None, describe(exc))
 
 
 async def _read_progress(worker: str, resp: aiohttp.ClientResponse, emit: Emit) -> Result:
@@ -139,26 +139,13 @@ def _as_error(message: str, failed: list[Result], total: int) -> GatewayError:
     return UpstreamFailed(message)
 
 
-async def _detail(resp: aiohttp.ClientResponse) -> str:
-    try:
-        body = await resp.content.read(4096)
-        message = orjson.loads(body).get("error")
-    except Exception:  # best effort: the status already says it failed
-        message = None
-    return f"{resp.status} {str(message)[:300]}" if message else f"answered {resp.status}"
-
-
-def _describe(exc: BaseException) -> str:
-    return describe(exc)  # names no address: these details reach clients
-
-
 async def tee_upload(gw: Gateway, chunks: AsyncIterator[bytes], path: str, workers: list[WorkerView]) -> list[Result]:
     """Stream one uploaded body to every healthy worker at once, without holding it in memory.
     `chunks` enforces the client's limits: whatever it raises stops every worker's upload."""
     targets = [w for w in workers if w.up]
     if not targets:
         raise UpstreamFailed("no healthy worker to upload the blob to")
-    queues = [asyncio.Queue(maxsize=4) for _ in targets]
+    queues: list[asyncio.Queue[bytes | None]] = [asyncio.Queue(maxsize=4) for _ in targets]
     alive = [True] * len(targets)
 
     async def body(i: int):
@@ -167,12 +154,12 @@ async def tee_upload(gw: Gateway, chunks: AsyncIterator[bytes], path: str, worke
 
     async def upload(i: int, worker: WorkerView) -> Result:
         try:
-            async with gw.session.post(worker.url + path, data=body(i), timeout=_timeout(gw),
+            async with gw.session.post(worker.url + path, data=body(i), timeout=_timeout(gw, progress=True),
                                        headers=worker.config.auth_headers(), allow_redirects=False) as resp:
                 ok = resp.status in (200, 201)
-                return Result(worker.name, ok, resp.status, "" if ok else await _detail(resp))
+                return Result(worker.name, ok, resp.status, "" if ok else await error_detail(resp))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Result(worker.name, False, None, _describe(exc))
+            return Result(worker.name, False, None, describe(exc))
         finally:
             alive[i] = False
             while not queues[i].empty():  # unblock a feeder waiting on this worker's full queue

@@ -10,78 +10,91 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from aiohttp import web
 
 from backends.base import FrontRequest
-from gateway.access import allow_model
+from gateway.access import CLIENT, allow_model
 from gateway.context import GATEWAY, Gateway
-from gateway.errors import GatewayError, ModelNotFound, NoCapacity
-from gateway.handlers.common import REQUEST_ID, account, new_outcome, read_object, refusal, resolve
+from gateway.errors import ModelNotFound, NoCapacity
+from gateway.handlers.common import REQUEST_ID, account, read_object, resolve
+from gateway.outcome import Asked, Ended, Trail, outcome_of, timer
 from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
 from gateway.state import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
-class Asked:
+class Read:
     """What a front read from a request body: the FrontRequest endpoint, the model as the client
-    named it, and how many tokens the answer may generate (0 when it generates none)."""
+    named it, whether the answer streams, and the token budget: how many tokens the answer may
+    generate (0 when it generates none). The budget is computed here once, by the front that
+    knows its API's fields; the plan and the timeout both use it."""
 
     endpoint: str
     model: str
     predict: int
+    stream: bool
 
 
-Reader = Callable[[dict, Snapshot], Asked]  # raises BadRequest when the body is not a valid request
+Reader = Callable[[dict, Snapshot], Read]  # raises BadRequest when the body is not a valid request
 
 
 async def serve(request: web.Request, label: str, api: str, read: Reader) -> web.StreamResponse:
-    """One request to one worker; `label` is the endpoint in metrics and in the request.done line."""
-    gw = request.app[GATEWAY]
+    """One request to one worker; `label` is the endpoint in metrics and in the request.done line.
+    The snapshot is read once here and once per (re-)plan; the plan's snapshot runs the request."""
+    gw, started = request.app[GATEWAY], timer()
     snap = gw.holder.current
-    outcome = new_outcome(request, label, "")
+    asked = Asked(request[REQUEST_ID], label, "", "", started)
+    trail, relayed, error = Trail(), None, None
     try:
         body, data = await read_object(request, snap.config.server.max_body_mib)
-        asked = read(data, snap)
-        outcome.model = model = resolve(snap, asked.model)
+        wants = read(data, snap)
+        model = resolve(snap, wants.model)
+        asked = Asked(asked.request_id, label, wants.endpoint, model, started, wants.stream, wants.predict)
         allow_model(request, model)
-        if snap.names.is_alias(asked.model):
+        if snap.names.is_alias(wants.model):
             data["model"] = model  # the worker knows the model by its own name, not our alias
             data.pop("name", None)
             body = orjson.dumps(data)
-        outcome.session = session_key(request, data, snap.config.routing.affinity)
-        known = await shared_session(gw, outcome.session)
-        plan = await plan_for(gw, model, outcome.session, Need(len(body) // 4, asked.predict))
+        client = request.get(CLIENT)
+        asked = replace(asked, session=session_key(request, data, snap.config.routing.affinity),
+                        client=client.name if client else None)
+        known = await shared_session(gw, asked.session)
+        planned, plan = await plan_for(gw, model, asked.session, Need(len(body) // 4, asked.predict))
         if plan.verdict == UNKNOWN_MODEL:
-            raise ModelNotFound(asked.model)
+            raise ModelNotFound(wants.model)
         gw.inflight.requested(model, gw.clock())  # demand the warmer follows; only for models the fleet has
         if plan.verdict == CPU_REFUSED:
-            raise NoCapacity(plan.note, snap.config.server.retry_after_s)
+            raise NoCapacity(plan.note, planned.config.server.retry_after_s)
         front = FrontRequest(asked.endpoint, request.path, body, data, model, api)
-        response = await gw.proxy.run(request, plan, front, outcome, request[REQUEST_ID])
-        if outcome.session and outcome.outcome == "ok" and outcome.worker != known and gw.cluster.shared:
-            gw.cluster.later(gw.cluster.remember_session(outcome.session, outcome.worker))  # the next turn may
-        return response  # land on another replica; a conversation that stays put costs no write
-    except GatewayError as exc:
-        outcome.status = outcome.status or exc.status
-        outcome.outcome = outcome.outcome if outcome.outcome != "error" else refusal(exc.status)
+        relayed = await gw.proxy.run(request, planned, plan, front, asked, trail)
+        if asked.session and relayed.ended is Ended.OK and trail.worker != known and gw.cluster.shared:
+            gw.cluster.later(gw.cluster.remember_session(asked.session, trail.worker))  # the next turn may
+        return relayed.response  # land on another replica; a conversation that stays put costs no write
+    except BaseException as exc:
+        error = exc
         raise
     finally:
-        account(gw.metrics, snap, outcome)
+        account(gw.metrics, snap, outcome_of(asked, trail, relayed, error))
 
 
-async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> Plan:
-    """A plan now, or after waiting in the model's queue while every copy is busy."""
+async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> tuple[Snapshot, Plan]:
+    """A plan now, or after waiting in the model's queue while every copy is busy; with the
+    snapshot it was made from, which the request then runs on."""
     admission, config = gw.admission, gw.holder.current.config
+    made_from: list[Snapshot] = []
 
     def plan() -> Plan:  # the queue before this request: ours, and the other replicas' as of the latest sync
         queued = admission.depth(model) + gw.cluster.view.depths.get(model, 0)  # read afresh each re-plan
-        return choose(gw.holder.current, gw.load, model, session, queued, need)
+        snap = gw.holder.current  # afresh each re-plan too: a wait outlives health and config changes
+        made_from[:] = [snap]
+        return choose(snap, gw.load, model, session, queued, need)
 
-    return await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
-                                 config.server.retry_after_s)
+    plan_made = await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
+                                      config.server.retry_after_s)
+    return made_from[0], plan_made
 
 
 async def shared_session(gw: Gateway, key: str | None) -> str | None:

@@ -30,8 +30,9 @@ from gateway.errors import (
     RequestTimeout,
     UpstreamFailed,
 )
-from gateway.handlers.common import account, model_field, new_outcome, read_object, resolve
+from gateway.handlers.common import REQUEST_ID, account, model_field, read_object, resolve
 from gateway.handlers.fanout import Result, run_progress, send_each, tee_upload
+from gateway.outcome import Asked, Trail, outcome_of, timer
 from gateway.state import Snapshot, WorkerView
 
 _MIB = 1024 * 1024
@@ -110,11 +111,16 @@ async def _progress(request: web.Request, gw: Gateway, op: str, model: str, targ
                     payload: dict) -> web.StreamResponse:
     if not targets:
         raise UpstreamFailed(f"no worker is a {op} target for {model!r} (check pull_to in the config)")
-    outcome = new_outcome(request, op, model)
+    asked, trail = Asked(request[REQUEST_ID], op, op, model, timer()), Trail(",".join(w.name for w in targets))
+    relayed, error = None, None
     try:
-        return await run_progress(request, gw, f"/api/{op}", targets, payload, outcome)
+        relayed = await run_progress(request, gw, f"/api/{op}", targets, payload)
+        return relayed.response
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
-        account(gw.metrics, gw.holder.current, outcome)
+        account(gw.metrics, gw.holder.current, outcome_of(asked, trail, relayed, error))
 
 
 async def copy(request: web.Request) -> web.Response:
@@ -176,7 +182,6 @@ class UnsupportedEncoding(GatewayError):
     """A body in a Content-Encoding the endpoint cannot pass on as sent (415)."""
 
     status = 415
-    openai_type = "invalid_request_error"
 
 
 def _blob_chunks(request: web.Request, snap: Snapshot) -> AsyncIterator[bytes]:

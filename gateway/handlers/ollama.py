@@ -12,9 +12,9 @@ from aiohttp import web
 
 from gateway.access import allowed_models
 from gateway.context import GATEWAY
-from gateway.errors import NoCapacity
+from gateway.errors import BadRequest, NoCapacity
 from gateway.handlers.common import model_field
-from gateway.handlers.inference import Asked, serve
+from gateway.handlers.inference import Read, serve
 from gateway.state import Snapshot
 
 RUNNING = "Ollama is running"
@@ -29,21 +29,28 @@ async def infer(request: web.Request) -> web.StreamResponse:
     """chat, generate, embed, embeddings and show: one worker answers, chosen by the router."""
     endpoint = request.path.rsplit("/", 1)[-1]
 
-    def read(data: dict, snap: Snapshot) -> Asked:
-        return Asked(endpoint, model_field(data), predict_of(data, endpoint, snap))
+    def read(data: dict, snap: Snapshot) -> Read:
+        generates = endpoint in ("chat", "generate")
+        return Read(endpoint, model_field(data), predict_of(data, snap) if generates else 0,
+                    generates and data.get("stream", True) is not False)
 
     return await serve(request, endpoint, "ollama", read)
 
 
-def predict_of(data: dict, endpoint: str, snap: Snapshot) -> int:
-    """Roughly how many tokens the answer takes: num_predict or the default; none for embeddings."""
-    options = data.get("options") if isinstance(data.get("options"), dict) else {}
-    predict = options.get("num_predict")
-    if endpoint not in ("chat", "generate"):
-        return 0
-    if not isinstance(predict, int) or isinstance(predict, bool) or predict < 0:
-        return snap.config.failover.default_num_predict
-    return predict
+def predict_of(data: dict, snap: Snapshot) -> int:
+    """The token budget of a chat or generate: `options.num_predict` when it sets a limit, else
+    `default_num_predict`. As in Ollama, 0 and the negative values (-1 endless, -2 fill the
+    context) set no limit, and a fractional number counts as its integer part; anything that is
+    not a number is a 400 (Ollama's own words; Ollama answers that one with a 500)."""
+    options = data.get("options")
+    predict = options.get("num_predict") if isinstance(options, dict) else None
+    if predict is None:
+        return snap.config.routing.default_num_predict
+    if isinstance(predict, bool) or not isinstance(predict, int | float):
+        raise BadRequest('option "num_predict" must be of type integer')
+    if predict < 1:
+        return snap.config.routing.default_num_predict
+    return int(min(predict, 2**31 - 1))
 
 
 async def version(request: web.Request) -> web.Response:

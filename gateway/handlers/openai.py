@@ -8,28 +8,19 @@ says, in OpenAI's list shape. Errors are raised, and shaped by gateway/errors.py
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import datetime
 
 import orjson
 from aiohttp import web
 
+from backends.ollama import timestamp
 from gateway.access import allowed_models
 from gateway.context import GATEWAY
 from gateway.errors import ModelNotFound
 from gateway.handlers import openai_input
 from gateway.handlers.common import resolve
-from gateway.handlers.inference import Asked, serve
+from gateway.handlers.inference import Read, serve
 from gateway.state import Snapshot
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", one_model)  # ids may hold slashes (hf.co/org/model)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -44,13 +35,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await serve(request, request.path, "openai", _reader("embeddings", openai_input.embedding))
 
 
-def _reader(endpoint: str, check: Callable[[dict], str]) -> Callable[[dict, Snapshot], Asked]:
-    def read(data: dict, snap: Snapshot) -> Asked:
-        model = check(data)
+def _reader(endpoint: str, check: Callable[[dict], str]) -> Callable[[dict, Snapshot], Read]:
+    def read(data: dict, snap: Snapshot) -> Read:
+        model = check(data)  # checks max_tokens / max_completion_tokens are positive integers
         if endpoint == "embeddings":
-            return Asked(endpoint, model, 0)
+            return Read(endpoint, model, 0, False)
         limit = openai_input.max_tokens(data)
-        return Asked(endpoint, model, limit if isinstance(limit, int) else snap.config.failover.default_num_predict)
+        return Read(endpoint, model, limit if isinstance(limit, int) else snap.config.routing.default_num_predict,
+                    data.get("stream") is True)
 
     return read
 
@@ -89,20 +81,7 @@ def _merge(snap: Snapshot) -> dict[str, dict]:
 def model_object(name: str, modified_at: object) -> dict:
     """One model as OpenAI describes it; owned_by is the namespace, as Ollama's own /v1/models says."""
     owner = name.split("/")[-2] if "/" in name else "library"
-    return {"id": name, "object": "model", "created": _epoch(modified_at), "owned_by": owner}
-
-
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def _epoch(stamp: object) -> int:
-    """Seconds since 1970 from an ISO time; Go writes nanoseconds, which Python does not read."""
-    if not isinstance(stamp, str):
-        return 0
-    try:
-        return max(0, int(datetime.fromisoformat(_FRACTION.sub(r"\1", stamp)).timestamp()))
-    except ValueError:
-        return 0
+    return {"id": name, "object": "model", "created": max(0, int(timestamp(modified_at) or 0)), "owned_by": owner}
 
 
 def _dumps(obj: object) -> str:

@@ -1,13 +1,16 @@
-"""GET /status: the fleet for people, one card per worker, as one self-contained HTML page.
+"""GET /status: the fleet for people, one card per worker, as one self-contained HTML page;
+GET /status/cards: the page's live part (the summary and the cards), which its script swaps in.
 
-The server renders the cards from the /health report, so the page works without JS; the
-inline JS then fetches /health every 2 s and re-renders the same markup in place. No
-external assets (no CDN, no web fonts): the page must work on an air-gapped on-call laptop.
+Every card is rendered here, by `render_card`, and only here: the page works without JS, and
+the inline JS only fetches /status/cards every 2 s and puts the server's HTML in place. It holds
+no card rules of its own. Each card carries its worker, state, reason and models as data
+attributes, so a test or a script reads state as data, not from colours or wording.
+No external assets (no CDN, no web fonts): the page must work on an air-gapped on-call laptop.
 Reads only `ops.health_report`; must not compute fleet state of its own or change anything.
-Every string from workers or clients (names, errors, model names) is escaped, here and in JS.
-Where /health shows strangers only its public form, so does this page, with a box for the
-metrics or admin token: the JS keeps it in sessionStorage (this tab only, never in a URL) and
-sends it as a bearer on its own /health fetches.
+Every string from workers or clients (names, errors, model names) is escaped, text and attributes.
+Both routes are guarded as /health is: where /health shows strangers only its public form, so
+do they, and the page shows a box for the metrics or admin token: the JS keeps it in
+sessionStorage (this tab only, never in a URL) and sends it as a bearer on its own fetches.
 """
 
 from __future__ import annotations
@@ -24,18 +27,45 @@ GIB = 1024**3
 
 
 async def status_page(request: web.Request) -> web.Response:
+    return _html(render_page(_report(request)))
+
+
+async def status_cards(request: web.Request) -> web.Response:
+    """Always 200 when it answers: the fleet's state is in the fragment, and a proxy in front may swap
+    a 503's body for its own error page. A wrong bearer is still the 401 that /health gives."""
+    return _html(render_live(_report(request)))
+
+
+def _report(request: web.Request) -> dict:
     gw = request.app[GATEWAY]
-    _, body = health_report(gw) if full_report_allowed(request) else public_report(gw)
-    return web.Response(text=render_page(body), content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+    return (health_report(gw) if full_report_allowed(request) else public_report(gw))[1]
+
+
+def _html(text: str) -> web.Response:
+    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 def render_page(body: dict) -> str:
     """The whole page; `body` is /health's full report or its public form (no workers)."""
+    return (_HEAD + _summary(body) + _unlock("workers" not in body) +
+            '<p id="conn" class="conn">rendered by the gateway; live updates need JavaScript</p>' +
+            _cards(body) + _TAIL)
+
+
+def render_live(body: dict) -> str:
+    """What /status/cards answers: the same two elements the page has, for its script to swap in."""
+    return _summary(body) + _cards(body)
+
+
+def _summary(body: dict) -> str:
+    return f'<header id="summary">{render_summary(body)}</header>'
+
+
+def _cards(body: dict) -> str:
+    # data-report tells the script whether to show the token box: "public" is the form without workers.
+    report = "full" if "workers" in body else "public"
     cards = "".join(render_card(w, body.get("queues") or {}) for w in body.get("workers", ()))
-    return (_HEAD + f'<header id="summary">{render_summary(body)}</header>' + _unlock("workers" not in body) +
-            f'<p id="conn" class="conn">rendered by the gateway; live updates need JavaScript</p>'
-            f'<main id="cards" class="cards">{cards}</main>' + _TAIL)
+    return f'<main id="cards" class="cards" data-report="{report}">{cards}</main>'
 
 
 def _unlock(shown: bool) -> str:
@@ -63,12 +93,15 @@ def render_summary(body: dict) -> str:
 
 
 def render_card(w: dict, queues: dict) -> str:
-    state = w["state"]
-    return (f'<div class="card {escape(state)}" data-worker="{escape(w["name"])}" data-state="{escape(state)}">'
-            f'<div class="top"><h2>{escape(w["name"])}</h2><span class="state">{escape(state)}</span></div>'
+    """One worker's card: the only place a card's markup is made (the page's script only swaps it in)."""
+    state, name, reason = escape(w["state"]), escape(w["name"]), escape(_reason(w))
+    models = escape(json.dumps([r["model"] for r in w["resident"]]))  # a JSON list: names may hold any character
+    return (f'<div class="card {state}" data-worker="{name}" data-state="{state}" data-reason="{reason}" '
+            f'data-models="{models}">'
+            f'<div class="top"><h2>{name}</h2><span class="state">{state}</span></div>'
             f'<p class="meta">{escape(w["tier"])} tier &middot; {escape(w["kind"])} &middot; '
             f'in flight <b class="inflight">{_inflight(w)}</b></p>'
-            f'<p class="reason">{escape(_reason(w))}</p>{_vram(w)}'
+            f'<p class="reason">{reason}</p>{_vram(w)}'
             f'<ul class="models">{_models(w, queues)}</ul>'
             f'<p class="rate">{_rate(w["tokens_per_s"])}</p></div>')
 
@@ -79,7 +112,7 @@ def _inflight(w: dict) -> str:
 
 
 def _reason(w: dict) -> str:
-    """Why a worker is not plainly healthy; the same rules as reasonOf() in the JS below."""
+    """Why a worker is not plainly healthy (empty when it is)."""
     state, error = w["state"], w.get("error") or ""
     if state == "degraded":
         return w.get("degraded") or error
@@ -123,8 +156,6 @@ def _rate(rate: float | None) -> str:
     return "no decodes in the last 60 s" if rate is None else f"{rate:.0f} tokens/s (last 60 s)"
 
 
-# The state colours are load-bearing: the browser test counts the card borders' exact pixels,
-# so no other element may paint #2e9d4f, #e0a800, #c62828 (nor #8e24aa, #1e88e5, #546e7a, #00897b).
 _HEAD = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>beacon-gateway status</title><style>
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5rem 2rem;background:#f4f5f7;color:#1f2328}
@@ -160,77 +191,15 @@ background:#eceff1;color:#37474f}.healthy .state{background:#dff3e4;color:#1b5e2
 
 _JS = r"""
 (function () {
-  var GIB = 1024 * 1024 * 1024;
-  var QUIET = %QUIET%;
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}[c];
-    });
-  }
-  function gib(b) { return ((b || 0) / GIB).toFixed(1); }
-  function summary(body) {
-    if (!body.workers) {
-      return '<h1>beacon-gateway <span class="overall ' + esc(body.status) + '">' + esc(body.status) + "</span></h1>";
-    }
-    var problems = body.problems.map(function (p) { return "<li>" + esc(p) + "</li>"; }).join("");
-    var q = body.queues || {}, names = Object.keys(q).sort();
-    var waiting = names.map(function (m) { return esc(m) + ": " + q[m]; }).join(", ") || "none";
-    (body.removed_draining || []).forEach(function (g) {
-      problems += '<li class="gone">' + esc(g.name) + ": removed by a reload, " + Number(g.inflight) +
-        " in flight</li>";
-    });
-    return '<h1>beacon-gateway <span class="overall ' + esc(body.status) + '">' + esc(body.status) + "</span></h1>" +
-      '<ul class="problems">' + problems + "</ul>" +
-      '<p class="meta">config <code>' + esc(body.config.version) + "</code> loaded " + esc(body.config.loaded_at) +
-      " &middot; snapshot " + esc(body.snapshot.version) + " (" + Number(body.snapshot.age_s).toFixed(1) +
-      ' s old) &middot; queued: <span class="queues">' + waiting + "</span></p>";
-  }
-  function reasonOf(w) {
-    var err = w.error || "";
-    if (w.state === "degraded") return w.degraded || err;
-    if (w.state === "ejected") return w.ejected_for_s ? "back in " + w.ejected_for_s.toFixed(0) + " s: " + err : err;
-    if (QUIET[w.state]) return QUIET[w.state].replace("{n}", w.inflight);
-    return w.state === "healthy" ? "" : err;
-  }
-  function vram(w) {
-    var total = w.vram_total_bytes, used = w.vram_used_bytes || 0;
-    if (!total) {
-      return '<div class="bar unknown"><div class="fill" style="width:0%"></div></div><p class="vram">' +
-        (used ? "VRAM unknown (" + gib(used) + " GiB resident)" : "VRAM unknown") + "</p>";
-    }
-    var pct = Math.min(100, 100 * used / total).toFixed(0);
-    return '<div class="bar"><div class="fill" style="width:' + pct + '%"></div></div>' +
-      '<p class="vram">VRAM ' + gib(used) + " / " + gib(total) + " GiB (" + pct + "%)</p>";
-  }
-  function models(w, queues) {
-    var items = w.resident.map(function (r) {
-      var extra = "";
-      if (r.gpu_share != null && r.gpu_share < 1) {
-        extra += ' <span class="share">' + (100 * r.gpu_share).toFixed(0) + "% on GPU</span>";
-      }
-      if (queues[r.model]) extra += ' <span class="queued">' + Number(queues[r.model]) + " queued</span>";
-      return '<li><span class="model">' + esc(r.model) + '</span> <span class="size">' + gib(r.size) +
-        " GiB</span>" + extra + "</li>";
-    }).join("");
-    return items || '<li class="none">nothing loaded</li>';
-  }
-  function card(w, queues) {
-    var cap = w.max_inflight ? w.inflight + " / " + w.max_inflight : w.inflight + " (no cap)";
-    var rate = w.tokens_per_s == null ? "no decodes in the last 60 s"
-      : w.tokens_per_s.toFixed(0) + " tokens/s (last 60 s)";
-    return '<div class="' + ["card", esc(w.state)].join(" ") + '" data-worker="' + esc(w.name) +
-      '" data-state="' + esc(w.state) + '">' +
-      '<div class="top"><h2>' + esc(w.name) + '</h2><span class="state">' + esc(w.state) + "</span></div>" +
-      '<p class="meta">' + esc(w.tier) + " tier &middot; " + esc(w.kind) + ' &middot; in flight <b class="inflight">' +
-      esc(cap) + "</b></p>" + '<p class="reason">' + esc(reasonOf(w)) + "</p>" + vram(w) +
-      '<ul class="models">' + models(w, queues) + "</ul>" + '<p class="rate">' + esc(rate) + "</p></div>";
-  }
-  function render(body) {
-    document.getElementById("summary").innerHTML = summary(body);
-    document.getElementById("cards").innerHTML = (body.workers || []).map(function (w) {
-      return card(w, body.queues || {});
-    }).join("");
-    document.getElementById("unlock").hidden = Boolean(body.workers);
+  // No card rules here: the gateway renders the summary and every card, this only swaps its HTML in.
+  function swap(html) {
+    var fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    var summary = fresh.content.getElementById("summary"), cards = fresh.content.getElementById("cards");
+    if (!summary || !cards) throw new Error("the answer holds no status cards");
+    document.getElementById("summary").replaceWith(summary);
+    document.getElementById("cards").replaceWith(cards);
+    document.getElementById("unlock").hidden = cards.dataset.report === "full";
     var conn = document.getElementById("conn");
     conn.className = "conn";
     conn.textContent = "live: updated " + new Date().toLocaleTimeString() + ", every 2 s";
@@ -255,17 +224,17 @@ _JS = r"""
   var TOKEN_KEY = "beacon-gateway-token", held = token();
   function note(text) { document.getElementById("unlock-note").textContent = text; }
   function tick() {
-    // /health answers 503 with the same JSON when the fleet is unavailable: render both.
-    var headers = {"Accept": "application/json"};
+    var headers = {"Accept": "text/html"};
     if (held) headers.Authorization = "Bearer " + held;
-    return fetch("health", {cache: "no-store", headers: headers})
+    return fetch("status/cards", {cache: "no-store", headers: headers})  // relative: works behind a path prefix
       .then(function (resp) {
         if (resp.status === 401) {  // a wrong or stale token: forget it, show the public form next time
           remember("");
           note("that token was refused");
           return;
         }
-        return resp.json().then(render);
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        return resp.text().then(swap);
       })
       .catch(function (err) { lost(err && err.message ? err.message : "no answer"); });
   }
@@ -283,4 +252,4 @@ _JS = r"""
 })();
 """
 
-_TAIL = "<script>" + _JS.replace("%QUIET%", json.dumps(_QUIET)) + "</script></body></html>\n"
+_TAIL = "<script>" + _JS + "</script></body></html>\n"

@@ -94,7 +94,12 @@ def _filled(fmt: object) -> dict:
     if not isinstance(fmt, dict) or not isinstance(fmt.get("properties"), dict):
         return {}
     samples = {"integer": 42, "number": 4.2, "boolean": True, "array": [], "object": {}, "null": None}
-    return {k: samples.get(v.get("type") if isinstance(v, dict) else None, "") for k, v in fmt["properties"].items()}
+    return {k: samples.get(_type_of(v), "") for k, v in fmt["properties"].items()}
+
+
+def _type_of(schema: object) -> str:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    return kind if isinstance(kind, str) else ""  # a list of types, or none: no sample
 
 
 def count_tokens(text: str) -> int:

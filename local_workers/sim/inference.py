@@ -114,7 +114,7 @@ async def _load_only(worker: SimWorker, model: SimModel, name: str, keep_alive_s
     else:
         worker.release(await acquire(worker, model, keep_alive_s))
         reason = "load"
-    body = {"model": name, "created_at": now_iso()}
+    body: dict[str, object] = {"model": name, "created_at": now_iso()}
     body |= {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
     return json_response(body | {"done": True, "done_reason": reason})
 
@@ -161,10 +161,11 @@ class Answer:
         self.load_s = load_seconds(res, started)
         text = _prompt_text(data, chat)
         self.tool_calls = _tool_calls(data) if chat else None
-        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        options = given if isinstance(given := data.get("options"), dict) else {}
         num_ctx, shift = context_of(worker, res.model, options), data.get("shift") is not False
         self.prompt_count = prompt_tokens(count_tokens(text), num_ctx, shift)
         count, self.reason = answer_length(integer_option(options, "num_predict"), num_ctx, self.prompt_count, shift)
+        self.tokens: Tokens | list[str]
         if self.tool_calls:
             self.tokens, self.reason = [""], "stop"
         else:
@@ -258,7 +259,7 @@ async def send_tokens(request: web.Request, worker: SimWorker, resp: web.StreamR
 def _prompt_text(data: dict, chat: bool) -> str:
     if not chat:
         return f"{data.get('system') or ''}{data.get('prompt') or ''}"
-    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
+    messages = given if isinstance(given := data.get("messages"), list) else []
     return "\n".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
 
 

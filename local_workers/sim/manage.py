@@ -16,7 +16,16 @@ from aiohttp import web
 
 from local_workers.sim.engine import SimWorker
 from local_workers.sim.models import SimModel, normalise
-from local_workers.sim.wire import NDJSON, SIM_WORKER, SimError, error, json_response, model_field, read_json, want_stream
+from local_workers.sim.wire import (
+    NDJSON,
+    SIM_WORKER,
+    SimError,
+    error,
+    json_response,
+    model_field,
+    read_json,
+    want_stream,
+)
 
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 _NO_MANIFEST = "pull model manifest: file does not exist"
@@ -50,6 +59,7 @@ class Progress:
         if not self.stream:
             return json_response({"status": "success"})
         await self.send({"status": "success"})
+        assert self.resp is not None, "send() opens the stream"
         await self.resp.write_eof()
         return self.resp
 
@@ -131,9 +141,10 @@ async def create(request: web.Request) -> web.StreamResponse:
     files = data.get("files")
     if data.get("from"):
         source = worker.find(str(data["from"]))
-        if source is None and not await _pull_into(worker, progress, worker.registry.get(normalise(str(data["from"])))):
+        if source is None and await _pull_into(worker, progress, worker.registry.get(normalise(str(data["from"])))):
+            source = worker.find(str(data["from"]))
+        if source is None:
             return await progress.fail(_NO_MANIFEST)
-        source = source or worker.find(str(data["from"]))
         layers = [source.digest, *_small_layers(source)]
     elif isinstance(files, dict) and files:
         missing = [d for d in files.values() if _blob_key(str(d)) not in worker.blobs]

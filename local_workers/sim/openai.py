@@ -73,7 +73,7 @@ async def _requested(request: web.Request) -> tuple[dict, str, SimModel]:
 def _native(data: dict, chat: bool) -> dict:
     """The OpenAI request as the native API would get it (Ollama translates the same way)."""
     limit = data.get("max_completion_tokens") or data.get("max_tokens")
-    fmt = data.get("response_format") if isinstance(data.get("response_format"), dict) else {}
+    fmt = given if isinstance(given := data.get("response_format"), dict) else {}
     kind = fmt.get("type")
     schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
     native: dict = {"options": {"num_predict": limit} if isinstance(limit, int) and limit > 0 else {},
@@ -161,7 +161,7 @@ class Sse:
         self.worker.stats.completed += 1
         text = "".join(parts)
         if self.chat:
-            message = {"role": "assistant", "content": text}
+            message: dict[str, object] = {"role": "assistant", "content": text}
             message |= {"tool_calls": self._tool_calls()} if self.answer.tool_calls else {}
             choice = {"index": 0, "message": message, "finish_reason": self._finish()}
         else:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.context import GATEWAY, Gateway
 from gateway.settings import Settings
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from tests.conftest import GIB, WorkerSpec, worker_toml
 
 

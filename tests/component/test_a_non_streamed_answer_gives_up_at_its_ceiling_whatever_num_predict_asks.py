@@ -11,7 +11,8 @@ CEILING = """
 [failover]
 first_byte_timeout_s = 0.5
 connect_timeout_s = 0.5
-cpu_tokens_per_s = 0.01
+[cpu]
+tokens_per_s = 0.01
 [server]
 max_answer_s = 1
 """

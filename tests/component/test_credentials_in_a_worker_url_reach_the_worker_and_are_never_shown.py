@@ -12,9 +12,9 @@ import pytest
 import structlog
 from aiohttp import web
 
-from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import cli
 from gateway.config import ConfigError, parse_config
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from tests.conftest import WorkerSpec
 
 SECRET = "s3cret-Pa55"

@@ -200,4 +200,4 @@ async def test_with_no_replica_running_haproxy_answers_in_the_front_apis_own_sha
             await asyncio.sleep(0.05)
     status, headers, body = await front.generate(path)
     assert headers["Content-Type"] == "application/json"
-    assert body == orjson.loads(error_body(path, 503, "no gateway replica is running", "service_unavailable"))
+    assert body == orjson.loads(error_body(path, 503, "no gateway replica is running"))

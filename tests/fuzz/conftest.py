@@ -37,8 +37,9 @@ body_timeout_s = 1
 connect_timeout_s = 1
 first_byte_timeout_s = 1
 stream_idle_timeout_s = 0.5
-default_num_predict = 8  # a whole answer is allowed 8 tokens at cpu_tokens_per_s: 0.4 s
 retry_budget_min_per_s = 1000
+[routing]
+default_num_predict = 8  # a whole answer is allowed 8 tokens at [cpu] tokens_per_s: 0.4 s
 [outlier]
 consecutive_failures = 1000000
 [health]

@@ -23,12 +23,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from local_workers.sim import SimWorker, build_sim_app, parse_models
 from gateway import logs, runner
 from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.context import GATEWAY
 from gateway.settings import Settings
+from local_workers.sim import SimWorker, build_sim_app, parse_models
 from tests.perf.procs import free_port
 
 FAULTS = ("crash", "hang", "error", "slow", "gpu_lost", "drop")
@@ -48,7 +48,8 @@ gpu_first_byte_timeout_s = 1.0
 cpu_first_byte_timeout_s = 10.0
 stream_idle_timeout_s = 1.0
 connect_timeout_s = 0.5
-cpu_max_expected_s = 10
+[cpu]
+max_expected_s = 10
 [outlier]
 consecutive_failures = 3
 eject_s = 3

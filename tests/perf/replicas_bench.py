@@ -90,7 +90,7 @@ class Replica(Ours):
     def attach(self, sim: Fleet, requests: list[Request]) -> None:
         self.sim = sim
         self.config = parse_config(config_toml(sim, self.bandwidth).encode())
-        self.need = Need(PROMPT_TOKENS, self.config.failover.default_num_predict)
+        self.need = Need(PROMPT_TOKENS, self.config.routing.default_num_predict)
         self.load = InFlight(clock=lambda: sim.now)
         self.snap = state.initial(self.config, wall_now=0.0, now=0.0)
         self.queues: dict[str, deque] = defaultdict(deque)

@@ -97,7 +97,7 @@ class Ours:
     def attach(self, sim: Fleet, requests: list[Request]) -> None:
         self.sim, self.remaining = sim, len(requests)
         self.config = parse_config(config_toml(sim, self.bandwidth).encode())
-        self.need = Need(PROMPT_TOKENS, self.config.failover.default_num_predict)  # clients leave num_predict unset
+        self.need = Need(PROMPT_TOKENS, self.config.routing.default_num_predict)  # clients leave num_predict unset
         self.load = InFlight(clock=lambda: sim.now)
         self.snap = state.initial(self.config, wall_now=0.0, now=0.0)
         self.queues: dict[str, deque] = defaultdict(deque)
@@ -177,12 +177,12 @@ class Ours:
         the model to be ready; queue time is what is left), then the claim ends and the queue looks again."""
         stack, claim = self.claims.pop(req.rid)
         service_s, load_s = req.prefill_s + req.decode_s, req.ready - req.sent
-        failover = self.config.failover
+        degraded = self.config.degraded
         self.load.finished(req.model, service_s, load_s)
         if req.start - req.ready < 0.1 * service_s:
             self.load.learn_slots(req.worker, req.model, claim.peers)
-        self.load.record_rate(req.worker, req.model, req.tokens / req.decode_s, failover.slow_decode_factor,
-                              failover.degraded_s)
+        self.load.record_rate(req.worker, req.model, req.tokens / req.decode_s, degraded.slow_decode_factor,
+                              degraded.slow_verdict_s)
         stack.close()
         self.remaining -= 1
         for model in [req.model, *(m for m in self.queues if m != req.model)]:

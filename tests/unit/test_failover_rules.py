@@ -81,7 +81,7 @@ def test_degraded_gpu_workers_rank_after_healthy_ones_and_before_the_cpu_tier():
     # limit=4: a plan holds max_attempts (3) candidates unless asked for more; the whole order is the point here
     assert names(choose(snap, InFlight(), M, limit=4)) == [("gpu1", "unknown-vram"), ("gpu0", "degraded"),
                                                            ("gpu2", "degraded"), ("cpu0", "cpu")]
-    after = config(("gpu0", "gpu"), ("cpu0", "cpu"), extra='[failover]\ndegraded_rank = "after_cpu"\n')
+    after = config(("gpu0", "gpu"), ("cpu0", "cpu"), extra='[degraded]\nrank = "after_cpu"\n')
     snap = snapshot(after, {"gpu0": spilled(), "cpu0": probe(disk=[M])})
     assert names(choose(snap, InFlight(), M)) == [("cpu0", "cpu"), ("gpu0", "degraded")]
 
@@ -102,7 +102,7 @@ def test_a_decode_rate_far_below_the_workers_own_marks_it_degraded_for_a_while()
 
 def test_the_cpu_tier_takes_what_it_can_finish_and_refuses_the_rest_clearly():
     cfg = config(("gpu0", "gpu"), ("cpu0", "cpu"),
-                 extra="[failover]\ncpu_max_expected_s = 10\ncpu_tokens_per_s = 20\n"
+                 extra="[cpu]\nmax_expected_s = 10\ntokens_per_s = 20\n"
                        "[health]\nunhealthy_threshold = 1\n")
     snap = snapshot(cfg, {"gpu0": probe(disk=[M]), "cpu0": probe(disk=[M])})
     snap = state.with_probe(snap, "gpu0", Probe(ok=False, error="refused"), 101.0)
@@ -110,7 +110,7 @@ def test_the_cpu_tier_takes_what_it_can_finish_and_refuses_the_rest_clearly():
     assert names(small) == [("cpu0", "cpu"), ("gpu0", "panic")]
     big = choose(snap, InFlight(), M, need=Need(prompt_tokens=100, predict_tokens=1000))
     assert names(big) == [("gpu0", "panic")] and "about 200 tokens at 20 tokens/s" in big.note
-    gone = snapshot(config(("cpu0", "cpu"), extra="[failover]\ncpu_max_expected_s = 10\n"), {"cpu0": probe(disk=[M])})
+    gone = snapshot(config(("cpu0", "cpu"), extra="[cpu]\nmax_expected_s = 10\n"), {"cpu0": probe(disk=[M])})
     refused = choose(gone, InFlight(), M, need=Need(prompt_tokens=0, predict_tokens=5000))
     assert refused.verdict == CPU_REFUSED and "Ask for fewer tokens" in refused.note
 

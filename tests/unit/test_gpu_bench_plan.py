@@ -3,10 +3,22 @@ comparisons, goal checks, cache-reuse share and nvidia-smi parsing say what the 
 
 from __future__ import annotations
 
-from tests.perf.gpu.plan import (GPU, SMOKE, Call, WorkerSpec, compare, gateway_config, parse_smi, planned_s,
-                                 render, reuse, s6_goals, scaled, summarise)
-
 from gateway.config import parse_config
+from tests.perf.gpu.plan import (
+    GPU,
+    SMOKE,
+    Call,
+    WorkerSpec,
+    compare,
+    gateway_config,
+    parse_smi,
+    planned_s,
+    render,
+    reuse,
+    s6_goals,
+    scaled,
+    summarise,
+)
 
 FLEET = [WorkerSpec("gpu-a", "http://127.0.0.1:9001", "gpu", "bench-1b", 0),
          WorkerSpec("gpu-b", "http://127.0.0.1:9002", "gpu", "bench-1b", 0),

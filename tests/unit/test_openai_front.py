@@ -1,10 +1,10 @@
-"""backends/openai_front.py: /v1 bodies per worker kind, error shapes, whole-event SSE relaying."""
+"""backends/openai_front.py: /v1 bodies per worker kind, whole-event SSE relaying."""
 
 import orjson
 import pytest
 
 from backends.base import FrontRequest
-from backends.openai_front import SseRelay, error_body, prepare
+from backends.openai_front import SseRelay, prepare
 from backends.translate import Unsupported
 
 
@@ -27,15 +27,6 @@ def test_other_kinds_get_the_workers_own_model_id():
     for kind in ("llamacpp", "openai"):
         call = prepare(front({"model": "tiny:latest", "n": 2}, "completions"), "models/tiny.gguf", kind)
         assert orjson.loads(call.body) == {"model": "models/tiny.gguf", "n": 2} and call.path == "/v1/completions"
-
-
-def test_worker_errors_become_openai_shaped():
-    kept = b'{"error":{"message":"bad","type":"invalid_request_error","code":400}}'
-    assert error_body(kept, 400) == kept
-    assert orjson.loads(error_body(b'{"error":"model \\"x\\" not found"}', 404))["error"] == {
-        "message": 'model "x" not found', "type": "invalid_request_error", "code": 404}
-    assert orjson.loads(error_body(b"<html>bad gateway</html>", 500))["error"]["message"] == "<html>bad gateway</html>"
-    assert orjson.loads(error_body(b"", 401))["error"]["type"] == "authentication_error"
 
 
 def test_sse_is_relayed_in_whole_events_and_knows_how_it_ended():

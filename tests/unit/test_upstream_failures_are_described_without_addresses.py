@@ -9,7 +9,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from backends.upstream import AnswerTooLarge, UpstreamRedirect, describe
+from backends.upstream import AnswerTooLarge, UpstreamRedirect
+from backends.worker_said import describe
 
 WORKER = URL("http://user:pw@10.0.0.5:11434/api/chat")
 INFO = aiohttp.RequestInfo(WORKER, "POST", CIMultiDictProxy(CIMultiDict()), WORKER)

@@ -3,8 +3,9 @@
 import time
 from datetime import UTC, datetime
 
+from backends.ollama import timestamp
 from gateway.inflight import InFlight
-from gateway.warmer import expires_at, plan_warmups
+from gateway.warmer import plan_warmups
 from tests.unit.fleet import busy, config, resident_probe, snapshot, with_vram
 
 M = "llama3:latest"
@@ -67,8 +68,8 @@ def test_a_warm_up_never_evicts_a_model_with_requests_in_flight():
         assert plan(snap, load) == []
 
 
-def test_expires_at_reads_ollama_timestamps():
-    assert expires_at("2024-06-04T14:38:31.837531234-07:00") == datetime(
+def test_ollama_timestamps_are_read_with_their_nanoseconds():
+    assert timestamp("2024-06-04T14:38:31.837531234-07:00") == datetime(
         2024, 6, 4, 21, 38, 31, 837531, UTC).timestamp()
-    assert expires_at("2318-01-01T00:00:00Z") > time.time()
-    assert expires_at("not a date") is None and expires_at(None) is None
+    assert timestamp("2318-01-01T00:00:00Z") > time.time()
+    assert timestamp("not a date") is None and timestamp(None) is None

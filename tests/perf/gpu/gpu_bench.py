@@ -51,10 +51,25 @@ if str(ROOT) not in sys.path:
 from tests.perf.gpu import s7  # noqa: E402
 from tests.perf.gpu.fleet import Fleet, make_models  # noqa: E402
 from tests.perf.gpu.load import GpuSampler, chat, chat_body, closed_loop, open_loop, short_prompt  # noqa: E402
-from tests.perf.gpu.plan import (GOALS, GPU, MODEL_1B, MODEL_3B, SMOKE, SPEECH, Call,  # noqa: E402
-                                 Profile, after_s6_s, compare, gateway_config, parse_smi, render,
-                                 reuse, s6_goals, scaled, summarise)
-
+from tests.perf.gpu.plan import (  # noqa: E402
+    GOALS,
+    GPU,
+    MODEL_1B,
+    MODEL_3B,
+    SMOKE,
+    SPEECH,
+    Call,
+    Profile,
+    after_s6_s,
+    compare,
+    gateway_config,
+    parse_smi,
+    render,
+    reuse,
+    s6_goals,
+    scaled,
+    summarise,
+)
 
 # ---------------------------------------------------------------- scenarios
 

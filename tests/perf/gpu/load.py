@@ -12,6 +12,7 @@ import time
 
 from tests.perf.gpu.plan import MODEL_1B, SPEECH, Call
 
+
 def chat_body(messages: list[dict], max_tokens: int, model: str = MODEL_1B) -> bytes:
     return json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True,
                        "stream": True, "stream_options": {"include_usage": True}}).encode()

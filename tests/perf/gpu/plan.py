@@ -93,8 +93,8 @@ def gateway_config(workers: list[WorkerSpec], *, affinity: bool = True) -> str:
     lines += ["[routing]", f"affinity = {'true' if affinity else 'false'}", "",
               "[health]", "interval_s = 0.5", "timeout_s = 1.0", "unhealthy_threshold = 2", "healthy_threshold = 1",
               "", "[failover]", "connect_timeout_s = 1.0", "gpu_first_byte_timeout_s = 15.0",
-              "cpu_first_byte_timeout_s = 60.0", "stream_idle_timeout_s = 30.0", "cpu_max_expected_s = 120",
-              "", "[admission]", "max_queue = 1024", "queue_timeout_s = 60", "",
+              "cpu_first_byte_timeout_s = 60.0", "stream_idle_timeout_s = 30.0",
+              "", "[cpu]", "max_expected_s = 120", "", "[admission]", "max_queue = 1024", "queue_timeout_s = 60", "",
               "[server]", "config_poll_s = 0", ""]
     return "\n".join(lines)
 
