@@ -57,7 +57,7 @@ def _lifecycle(settings: Settings, config: RoutingConfig, clock: Callable[[], fl
         session = injected or new_session()
         holder = state.SnapshotHolder(state.initial(config, wall_now=time.time(), now=clock()))
         inflight, metrics = InFlight(clock=clock), Metrics()
-        admission = Admission()
+        admission = Admission(metrics.queued)
         cluster = _cluster(settings, holder, inflight, admission, clock)
         load = SharedLoad(inflight, cluster, clock) if cluster.enabled else inflight  # what routing reads
         prober = Prober(holder, session, clock)

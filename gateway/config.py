@@ -140,6 +140,7 @@ class RoutingPolicy(_Strict):
 class AdmissionConfig(_Strict):
     max_queue: Annotated[int, Field(ge=0)] = 64
     queue_timeout_s: PositiveFloat = 30.0
+    fair_share: bool = True  # a busy model's queue shared by client key (weight, priority); false: one FIFO line
 
 
 class WarmerConfig(_Strict):
@@ -219,6 +220,8 @@ class ClientConfig(_Strict):
     max_concurrent: Annotated[int, Field(ge=0)] = 0  # 0: no cap
     requests_per_minute: Annotated[int, Field(ge=0)] = 0  # 0: no cap
     manage: bool = False  # may pull, push, create, copy and delete models
+    weight: PositiveFloat = 1.0  # its share of a busy model's freed slots, against the other keys waiting
+    priority: Literal["interactive", "batch"] = "interactive"  # batch: only what interactive requests leave
 
 
 class ServerConfig(_Strict):

@@ -10,6 +10,7 @@ Workers are untrusted for names and counts, and a manage key can mint models wit
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
@@ -20,6 +21,7 @@ from gateway import vram
 from gateway.names import InvalidModelName, canonical
 from gateway.state import Snapshot
 
+QUEUE_RESULTS = ("admitted", "full", "pushed_out", "timeout")  # how a wait in a model's queue ended
 FAILOVER_REASONS = ("connect", "timeout", "status", "busy", "dropped", "malformed", "redirect", "too_large",
                     "budget_exhausted")
 MODEL_LABEL_CAP = 100  # models not in the config that get a label of their own
@@ -48,11 +50,21 @@ class Metrics:
                                  ["reason"], registry=r)
         self.config_reloads = Counter("beacon_config_reloads", "Config reloads, by result (ok, unchanged, failed)",
                                       ["result"], registry=r)
+        self.queue_wait = Histogram("beacon_queue_wait_seconds",
+                                    "Time a request waited in a model's queue, by priority class and how the wait "
+                                    "ended (admitted, full, pushed_out, timeout)", ["priority", "result"],
+                                    buckets=_LATENCY_BUCKETS, registry=r)
         # Present at 0 from the start, so rate() and increase() alerts work from the first failure.
+        for priority, result in itertools.product(("interactive", "batch"), QUEUE_RESULTS):
+            self.queue_wait.labels(priority=priority, result=result)
         for result in ("ok", "unchanged", "failed"):
             self.config_reloads.labels(result=result)
         for reason in FAILOVER_REASONS:
             self.failovers.labels(reason=reason)
+
+    def queued(self, priority: str, result: str, waited_s: float) -> None:
+        """One wait in a queue ended; tenants are counted by class only, never by key (bounded labels)."""
+        self.child(self.queue_wait, priority, result).observe(waited_s)
 
     def child(self, metric, *labels: str):
         """metric.labels(*labels), remembered: labels() validates and locks on every call, and the

@@ -85,6 +85,8 @@ class Asked:
     predict: int = 0
     session: str | None = None
     client: str | None = None  # the client key's name, when keys are configured
+    priority: str = "interactive"  # the client key's priority class: interactive | batch
+    queued_s: float | None = None  # planning, and waiting in the model's queue when every copy was busy
 
 
 @dataclass(slots=True)
@@ -122,6 +124,8 @@ class Outcome:
     tokens: int | None = None
     attempts: tuple[str, ...] = ()
     client: str | None = None
+    priority: str = "interactive"
+    queued_s: float | None = None
 
 
 def outcome_of(asked: Asked, trail: Trail, relayed: Relayed | None, error: BaseException | None) -> Outcome:
@@ -138,4 +142,4 @@ def outcome_of(asked: Asked, trail: Trail, relayed: Relayed | None, error: BaseE
         kind, status = Kind.ERROR, 500
     return Outcome(asked.label, asked.model, kind, status, timer() - asked.started, trail.worker, trail.reason,
                    relayed.ttfb_s if relayed else None, relayed.usage.tokens if relayed else None,
-                   tuple(trail.attempts), asked.client)
+                   tuple(trail.attempts), asked.client, asked.priority, asked.queued_s)

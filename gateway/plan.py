@@ -79,10 +79,13 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Need:
-    """What a request asks of a worker, to judge whether a CPU worker can finish it in time."""
+    """What a request asks of a worker, to judge whether a CPU worker can finish it in time, and
+    whether it may cause a replica load (a batch request waits instead: it takes only capacity
+    that interactive requests leave)."""
 
     prompt_tokens: int
     predict_tokens: int
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,11 +65,14 @@ def _a_loaded_copy_has_a_slot(d: _Decision) -> Plan:
 
 
 def _every_loaded_copy_is_busy(d: _Decision, queued: int) -> Plan:
-    """Load a replica when waiting for a slot would take longer; else a degraded copy with a free
+    """Load a replica when waiting for a slot would take longer (never for a batch request on its
+    own: it waits); else a degraded copy with a free
     slot serves now if it would finish before a slot frees up on the healthy copies (its answer
     re-measures it); else wait."""
     copies = [w for _, w in d.resident]
-    if _wait_beats_load(d.snap, d.load, d.model, copies, queued) and (spare := d.cold.spare()) is not None:
+    batch = d.need is not None and d.need.batch
+    spare = None if batch or not _wait_beats_load(d.snap, d.load, d.model, copies, queued) else d.cold.spare()
+    if spare is not None:
         rest = [c for c in d.cold.first(d.limit) if c != spare]
         return Plan(d.model, d.take([Candidate(spare.worker, Reason.REPLICA, spare.evicts)], rest, d.tail, d.panic),
                     note=d.refusal)

@@ -19,12 +19,13 @@ from backends.translate import Unsupported
 from backends.worker_said import describe
 from gateway import state, vram
 from gateway.access import token_matches
+from gateway.admission import ANONYMOUS, Tenant, tenant_of
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, UpstreamFailed
 from gateway.handlers.common import model_field, parse_object, read_body, resolve
 from gateway.router import Need, choose
 from gateway.siblings import SIBLINGS
-from gateway.state import WorkerView
+from gateway.state import Snapshot, WorkerView
 
 log = structlog.get_logger("gateway.admin")
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -141,16 +142,29 @@ async def explain(request: web.Request) -> web.Response:
     session = data.get("session")
     if session is not None and not isinstance(session, str):
         raise BadRequest("session must be a string")
-    need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.routing.default_num_predict))
+    tenant = _tenant(snap, data.get("client"))
+    need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.routing.default_num_predict),
+                tenant.batch)
     queued = gw.admission.depth(model)
     # The whole order, not only the max_attempts candidates a request would try.
     plan = choose(snap, gw.load, model, session, queued, need, limit=len(snap.workers))
     return web.json_response({
         "model": model, "verdict": plan.verdict, "reason": plan.reason, "note": plan.note, "queued": queued,
+        "tenant": {"client": tenant.name or None, "weight": tenant.weight, "priority": tenant.priority},
         "candidates": [{"worker": c.worker, "reason": c.reason, "loads": c.loads, "evicts": list(c.evicts)}
                        for c in plan.candidates],
         "workers": {w.name: _facts(gw, w, model) for w in snap.workers.values()},
     })
+
+
+def _tenant(snap: Snapshot, name: object) -> Tenant:
+    """The tenant a request of client `name` would wait as (its weight and priority class)."""
+    if name is None:
+        return ANONYMOUS
+    client = next((c for c in snap.config.clients if c.name == name), None)
+    if client is None:
+        raise BadRequest(f"client must name a [[clients]] entry; {name!r} is none")
+    return tenant_of(client)
 
 
 def _count(data: dict, key: str, default: int) -> int:

@@ -163,4 +163,5 @@ def account(metrics: Metrics, snapshot: Snapshot, outcome: Outcome) -> None:
              reason=outcome.reason or None, outcome=outcome.kind.value, status=outcome.status,
              ttft_ms=None if outcome.ttfb_s is None else round(outcome.ttfb_s * 1000, 2),
              duration_ms=round(outcome.duration_s * 1000, 2), tokens=outcome.tokens,
-             failed_attempts=list(outcome.attempts) or None, client=outcome.client)
+             failed_attempts=list(outcome.attempts) or None, client=outcome.client, priority=outcome.priority,
+             queued_ms=None if outcome.queued_s is None else round(outcome.queued_s * 1000, 2))

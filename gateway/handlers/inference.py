@@ -17,6 +17,7 @@ from aiohttp import web
 
 from backends.base import FrontRequest
 from gateway.access import CLIENT, allow_model
+from gateway.admission import ANONYMOUS, Tenant, tenant_of
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import ModelNotFound, NoCapacity
 from gateway.handlers.common import REQUEST_ID, account, read_object, resolve
@@ -48,6 +49,7 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
     snap = gw.holder.current
     asked = Asked(request[REQUEST_ID], label, "", "", started)
     trail, relayed, error = Trail(), None, None
+    waiting_since: float | None = None  # when it began to plan (and perhaps queue): admission's share of the time
     try:
         body, data = await read_object(request, snap.config.server.max_body_mib)
         wants = read(data, snap)
@@ -58,11 +60,16 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             data["model"] = model  # the worker knows the model by its own name, not our alias
             data.pop("name", None)
             body = orjson.dumps(data)
+        fair = snap.config.admission.fair_share
+        tenant = tenant_of(request.get(CLIENT)) if fair else ANONYMOUS  # whose request this is in the queues
         client = request.get(CLIENT)
         asked = replace(asked, session=session_key(request, data, snap.config.routing.affinity),
-                        client=client.name if client else None)
+                        client=client.name if client else None, priority=tenant.priority)
         known = await shared_session(gw, asked.session)
-        planned, plan = await plan_for(gw, model, asked.session, Need(len(body) // 4, asked.predict))
+        need = Need(len(body) // 4, asked.predict, tenant.batch)
+        waiting_since = timer()
+        planned, plan = await plan_for(gw, model, asked.session, need, tenant)
+        asked, waiting_since = replace(asked, queued_s=timer() - waiting_since), None
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(wants.model)
         gw.inflight.requested(model, gw.clock())  # demand the warmer follows; only for models the fleet has
@@ -77,12 +84,15 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
         error = exc
         raise
     finally:
+        if waiting_since is not None:  # refused or gone while waiting for its turn
+            asked = replace(asked, queued_s=timer() - waiting_since)
         account(gw.metrics, snap, outcome_of(asked, trail, relayed, error))
 
 
-async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> tuple[Snapshot, Plan]:
-    """A plan now, or after waiting in the model's queue while every copy is busy; with the
-    snapshot it was made from, which the request then runs on."""
+async def plan_for(gw: Gateway, model: str, session: str | None, need: Need,
+                   tenant: Tenant = ANONYMOUS) -> tuple[Snapshot, Plan]:
+    """A plan now, or after waiting in the model's queue (its fair share of it) while every copy
+    is busy; with the snapshot it was made from, which the request then runs on."""
     admission, config = gw.admission, gw.holder.current.config
     made_from: list[Snapshot] = []
 
@@ -93,7 +103,7 @@ async def plan_for(gw: Gateway, model: str, session: str | None, need: Need) -> 
         return choose(snap, gw.load, model, session, queued, need)
 
     plan_made = await admission.admit(model, plan, config.admission.queue_timeout_s, config.admission.max_queue,
-                                      config.server.retry_after_s)
+                                      config.server.retry_after_s, tenant)
     return made_from[0], plan_made
 
 

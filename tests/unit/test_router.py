@@ -3,7 +3,7 @@
 from backends.base import Probe
 from gateway import state
 from gateway.inflight import InFlight
-from gateway.router import QUEUE, UNKNOWN_MODEL, choose
+from gateway.router import QUEUE, UNKNOWN_MODEL, Need, choose
 from tests.unit.fleet import busy, config, probe, resident_probe, snapshot, with_vram
 
 M = "llama3:latest"
@@ -99,6 +99,8 @@ def test_busy_resident_copies_mean_wait_unless_the_wait_beats_a_load():
         load.finished(M, duration_s=30.0, load_s=None)
         plan = choose(snap, load, M, queued=4)
         assert names(plan)[0] == ("gpu1", "replica") and plan.candidates[0].loads
+        batch = choose(snap, load, M, queued=4, need=Need(10, 10, batch=True))
+        assert batch.verdict == QUEUE, "a batch request never causes a replica load on its own: it waits"
 
 
 def test_a_cold_model_lands_where_it_fits_most_headroom_first_without_eviction():
