@@ -115,8 +115,12 @@ class ModelConfig(_Strict):
     keep_warm: Annotated[int, Field(ge=0)] = 0
     keep_alive: str | int | float | None = None
     pin: list[str] = []
+    # What clients' keep_alive becomes (gateway/keep_alive.py): set it, or raise / cap it.
+    request_keep_alive: str | int | float | None = None
+    min_keep_alive: str | int | float | None = None
+    max_keep_alive: str | int | float | None = None
 
-    @field_validator("keep_alive")
+    @field_validator("keep_alive", "request_keep_alive", "min_keep_alive", "max_keep_alive")
     @classmethod
     def _duration(cls, value: str | int | float | None) -> str | int | float | None:
         if isinstance(value, str):
@@ -127,6 +131,18 @@ class ModelConfig(_Strict):
                 return value
             return int(number) if number.is_integer() else number
         return value
+
+    @model_validator(mode="after")
+    def _keep_alive_rules(self) -> ModelConfig:
+        if self.request_keep_alive is not None and (self.min_keep_alive is not None
+                                                    or self.max_keep_alive is not None):
+            raise ValueError("request_keep_alive sets every request's keep_alive: min_keep_alive and "
+                             "max_keep_alive would never apply; set one or the other")
+        if self.min_keep_alive is not None and self.max_keep_alive is not None:
+            low, high = parse_duration_s(self.min_keep_alive), parse_duration_s(self.max_keep_alive)
+            if (high >= 0 and (low < 0 or low > high)):
+                raise ValueError("min_keep_alive is longer than max_keep_alive")
+        return self
 
 
 class RoutingPolicy(_Strict):

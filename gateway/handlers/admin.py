@@ -23,6 +23,7 @@ from gateway.admission import ANONYMOUS, Tenant, tenant_of
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, UpstreamFailed
 from gateway.handlers.common import model_field, parse_object, read_body, resolve
+from gateway.keep_alive import govern, model_settings
 from gateway.router import Need, choose
 from gateway.siblings import SIBLINGS
 from gateway.state import Snapshot, WorkerView
@@ -151,10 +152,19 @@ async def explain(request: web.Request) -> web.Response:
     return web.json_response({
         "model": model, "verdict": plan.verdict, "reason": plan.reason, "note": plan.note, "queued": queued,
         "tenant": {"client": tenant.name or None, "weight": tenant.weight, "priority": tenant.priority},
+        "keep_alive": _keep_alive(snap, model, data.get("keep_alive")),
         "candidates": [{"worker": c.worker, "reason": c.reason, "loads": c.loads, "evicts": list(c.evicts)}
                        for c in plan.candidates],
         "workers": {w.name: _facts(gw, w, model) for w in snap.workers.values()},
     })
+
+
+def _keep_alive(snap: Snapshot, model: str, sent: object) -> dict:
+    """What a request's keep_alive would become ([models."X"] request/min/max_keep_alive)."""
+    if sent is not None and (isinstance(sent, bool) or not isinstance(sent, str | int | float)):
+        raise BadRequest("keep_alive must be a number of seconds or a duration such as \"5m\"")
+    governed = govern(model_settings(snap, model), sent)
+    return {"sent": governed.sent, "to_worker": governed.value, "rule": governed.rule}
 
 
 def _tenant(snap: Snapshot, name: object) -> Tenant:

@@ -20,7 +20,9 @@ from gateway.access import CLIENT, allow_model
 from gateway.admission import ANONYMOUS, Tenant, tenant_of
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import ModelNotFound, NoCapacity
+from gateway.handlers import unload
 from gateway.handlers.common import REQUEST_ID, account, read_object, resolve
+from gateway.keep_alive import governed_body
 from gateway.outcome import Asked, Ended, Trail, outcome_of, timer
 from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
 from gateway.state import Snapshot
@@ -37,6 +39,7 @@ class Read:
     model: str
     predict: int
     stream: bool
+    unload: str = ""  # keep_alive 0: unload.ONLY (answered by unloading everywhere) or unload.AFTER
 
 
 Reader = Callable[[dict, Snapshot], Read]  # raises BadRequest when the body is not a valid request
@@ -56,15 +59,21 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
         model = resolve(snap, wants.model)
         asked = Asked(asked.request_id, label, wants.endpoint, model, started, wants.stream, wants.predict)
         allow_model(request, model)
-        if snap.names.is_alias(wants.model):
+        renamed = snap.names.is_alias(wants.model)
+        if renamed:
             data["model"] = model  # the worker knows the model by its own name, not our alias
             data.pop("name", None)
+        kept = governed_body(snap, model, data) if api == "ollama" else None  # operators own keep-alive
+        if renamed or kept:
             body = orjson.dumps(data)
         fair = snap.config.admission.fair_share
         tenant = tenant_of(request.get(CLIENT)) if fair else ANONYMOUS  # whose request this is in the queues
         client = request.get(CLIENT)
         asked = replace(asked, session=session_key(request, data, snap.config.routing.affinity),
                         client=client.name if client else None, priority=tenant.priority)
+        if wants.unload == unload.ONLY:  # no worker runs it: every worker holding the model unloads it
+            relayed = await unload.everywhere(gw, snap, asked, wants.model, trail)
+            return relayed.response
         known = await shared_session(gw, asked.session)
         need = Need(len(body) // 4, asked.predict, tenant.batch)
         waiting_since = timer()
@@ -73,6 +82,8 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(wants.model)
         gw.inflight.requested(model, gw.clock())  # demand the warmer follows; only for models the fleet has
+        if wants.unload:  # it runs, then unloads: the warmer must not keep it loaded either
+            gw.inflight.unloaded(model, gw.clock())
         if plan.verdict == CPU_REFUSED:
             raise NoCapacity(plan.note, planned.config.server.retry_after_s)
         front = FrontRequest(asked.endpoint, request.path, body, data, model, api)
