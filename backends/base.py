@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from backends.usage import Usage
+
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
@@ -61,7 +63,9 @@ class FrontRequest:
     body: bytes
     data: Mapping[str, Any]
     model: str  # the name clients see (Ollama-style)
-    api: str = "ollama"  # the front API the client speaks: "ollama" (/api/*) or "openai" (/v1/*)
+    # The front API the client speaks: "ollama" (/api/*), "openai" (/v1 chat, completions, embeddings),
+    # "anthropic" (/v1/messages) or "responses" (/v1/responses); backends.fronts prepares all but Ollama's.
+    api: str = "ollama"
 
 
 class AnswerTranslator(Protocol):
@@ -75,10 +79,38 @@ class AnswerTranslator(Protocol):
     def whole(self, body: bytes) -> bytes: ...
 
 
+class FrontAnswer(AnswerTranslator, Protocol):
+    """How a worker's answer reaches a client of a front with its own answer grammar (every front but
+    Ollama's): passed through (the worker speaks that API itself) or translated (from the worker's
+    /v1/chat/completions). One object per attempt; the relay (gateway/relay.py, gateway/whole.py) calls:
+
+    - stream: `feed(chunk)` -> whole events to send (never half an event: a cut must land between
+      events), then `end()`; afterwards `finished` says whether the stream ended as the front's
+      grammar ends a stream (its last event, or an error event), and `usage()` what it cost;
+    - `cut(message)`: the front's own error event that ends a stream the worker cut or the gateway
+      ended (sent after whole events only);
+    - whole answer: `whole(body)` -> the 200 answer in the front's shape, then `usage()`;
+    - `error(body, status)`: a worker's error answer (any shape: OpenAI's, Ollama's, HTML) in the
+      front's error shape, under the same status.
+
+    Raising one of backends.answers.MALFORMED from feed/end/whole marks the worker's answer malformed."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def usage(self) -> Usage | None: ...
+
+    def cut(self, message: str) -> bytes: ...
+
+    def error(self, body: bytes, status: int) -> bytes: ...
+
+
 @dataclass(slots=True)
 class UpstreamCall:
-    """The request as one worker kind takes it, and how to turn its answer into Ollama's shape.
-    With no translator and no `whole`, bytes pass through untouched (Ollama workers)."""
+    """The request as one worker kind takes it, and how to turn its answer into the client's shape.
+    On the Ollama front, with no translator and no `whole`, bytes pass through untouched (Ollama
+    workers); on the other fronts `reply` carries the answer (None on the OpenAI front means
+    backends.fronts' default, the /v1 SSE relay)."""
 
     method: str
     path: str
@@ -86,7 +118,8 @@ class UpstreamCall:
     translator: AnswerTranslator | None = None  # chat/generate, streamed or whole
     whole: Callable[[bytes], bytes] | None = None  # embed/show answers, whole only
     headers: dict[str, str] = field(default_factory=dict)
-    front: str = "ollama"  # the client's API, which shapes errors and stream cuts: "ollama" or "openai"
+    front: str = "ollama"  # the client's API (FrontRequest.api), which shapes errors and stream cuts
+    reply: FrontAnswer | None = None  # fronts other than Ollama's: stream, whole answer and errors
 
 
 class Backend(Protocol):
@@ -95,9 +128,10 @@ class Backend(Protocol):
 
     kind: str
 
-    def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
         """The client's request as this kind takes it for the worker's `model_id`; raises
-        backends.translate.Unsupported for an endpoint the kind cannot serve."""
+        backends.translate.Unsupported for an endpoint the kind cannot serve. `version` is what the
+        worker reported of itself (Probe.version; None when unknown): which fronts it serves natively."""
         ...
 
     async def probe(self, session: aiohttp.ClientSession, url: str, timeout_s: float, *,
@@ -106,7 +140,8 @@ class Backend(Protocol):
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float,
-                   headers: Mapping[str, str] | None = None, max_bytes: int = ...) -> None: ...
+                   headers: Mapping[str, str] | None = None, max_bytes: int = ...,
+                   options: Mapping[str, Any] | None = None) -> None: ...
 
     async def shape(self, session: aiohttp.ClientSession, url: str, model: str,
                     timeout_s: float, max_bytes: int = ...,

@@ -17,6 +17,7 @@ import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 
 from backends.base import FrontRequest, ModelEntry, Probe, ResidentModel, UpstreamCall
+from backends.capabilities import llamacpp_capabilities
 from backends.openai_compat import OpenAIBackend, get_json, ollama_name, show_answer, tags_entry
 from backends.translate import Unsupported
 from backends.upstream import PROBE_MAX_BYTES, worker_json
@@ -78,14 +79,18 @@ class LlamaCppBackend(OpenAIBackend):
                 "slots_total": min(known) if known else None}
 
     def show_call(self, front: FrontRequest, model_id: str) -> UpstreamCall:
+        """One `GET /props` per show, read under [server] max_answer_mib as every answer is; not
+        cached: /api/show is rare, and llama-server answers /props from memory (asleep too)."""
         def whole(body: bytes) -> bytes:
-            props = worker_json(body) if body else {}
-            return orjson.dumps(show_answer(front.model, props if isinstance(props, dict) else {}, model_id))
+            said = worker_json(body) if body else {}
+            props = said if isinstance(said, dict) else {}
+            return orjson.dumps(show_answer(front.model, props, model_id, llamacpp_capabilities(props, model_id)))
 
         return UpstreamCall("GET", f"/props?model={model_id}", None, whole=whole)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str, keep_alive, timeout_s: float,
-                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
+                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES,
+                   options: Mapping[str, Any] | None = None) -> None:
         """Router mode: ask the server to load the model. A single-model server has it loaded already.
         The answer's body is never read beyond an error's first bytes."""
         client = RetryClient(client_session=session, retry_options=_LOAD_RETRY)

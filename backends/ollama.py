@@ -18,7 +18,7 @@ import orjson
 from aiohttp_retry import ExponentialRetry, RetryClient
 from yarl import URL
 
-from backends import openai_front
+from backends import fronts
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
 from backends.upstream import PROBE_MAX_BYTES, read_capped, worker_json
 from backends.worker_said import describe_probe, error_start
@@ -74,25 +74,40 @@ class OllamaBackend:
             return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         return Probe(ok=True, resident=parse_ps(ps), latency_s=time.perf_counter() - started)
 
-    def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
-        """Ollama workers take the client's own bytes on the same path."""
-        if front.api == "openai":
-            return openai_front.prepare(front, model_id, self.kind)
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
+        """Ollama workers take the client's own bytes on the same path; the other fronts are
+        backends.fronts' (which of them this worker serves natively depends on its version)."""
+        if front.api != "ollama":
+            return fronts.prepare(front, model_id, self.kind, version)
         return UpstreamCall("POST", front.path, front.body)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,
                    keep_alive: str | int | float | None, timeout_s: float,
-                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:
-        """Load a model (or re-arm its keep_alive) with Ollama's empty-prompt generate."""
+                   headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES,
+                   options: Mapping[str, Any] | None = None) -> None:
+        """Load a model (or re-arm its keep_alive) with Ollama's empty-prompt generate; an embedding
+        model, which Ollama refuses to generate with ("does not support generate"), with an empty
+        /api/embed, which loads any model. `options`: the runner options the copy was loaded with
+        (num_ctx...): a re-arm without them would reload it at the worker's defaults."""
         body: dict[str, Any] = {"model": model, "stream": False}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
+        if options:
+            body["options"] = dict(options)
         client = RetryClient(client_session=session, retry_options=_WARM_RETRY)
-        async with client.post(f"{url}/api/generate", data=orjson.dumps(body), headers=headers, allow_redirects=False,
-                               timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-            if resp.status != 200:
-                raise ValueError(f"warm-up of {model} answered {resp.status}: {await error_start(resp)!r}")
-            await read_capped(resp, max_bytes, "[health] max_probe_kib")
+        action = "unload" if keep_alive == 0 else "warm-up"
+        tries: tuple[tuple[str, dict[str, Any]], ...] = (("/api/generate", {}), ("/api/embed", {"input": []}))
+        detail = ""
+        for path, extra in tries:
+            async with client.post(f"{url}{path}", data=orjson.dumps(body | extra), headers=headers,
+                                   allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if resp.status == 200:
+                    await read_capped(resp, max_bytes, "[health] max_probe_kib")
+                    return
+                detail = await error_start(resp)
+                if not (resp.status == 400 and "does not support generate" in detail):
+                    raise ValueError(f"{action} of {model} answered {resp.status}: {detail!r}")
+        raise ValueError(f"{action} of {model} answered 400 to generate and embed: {detail!r}")
 
     async def unload(self, session: aiohttp.ClientSession, url: str, model: str, timeout_s: float,
                      headers: Mapping[str, str] | None = None, max_bytes: int = PROBE_MAX_BYTES) -> None:

@@ -15,12 +15,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from backends import openai_front
+from backends import fronts
 from backends.answers import Translator, embed_answer
 from backends.base import FrontRequest, ModelEntry, ModelShape, Probe, ResidentModel, UpstreamCall
+from backends.capabilities import openai_capabilities
 from backends.translate import Unsupported, chat_body, embed_body, generate_body
 from backends.upstream import PROBE_MAX_BYTES, read_capped, worker_json
 from backends.worker_said import describe_probe
+
+WORKER_TEMPLATE = "{{- /* the worker applies its own chat template to .Messages and .Tools */ -}}"
 
 
 def ollama_name(model_id: str, names: Mapping[str, str] | None = None) -> str:
@@ -70,9 +73,9 @@ class OpenAIBackend:
         resident = tuple(ResidentModel(e.name, 0, 0, None, None, e.raw, e.upstream_id) for e in entries)
         return Probe(ok=True, models=tuple(entries), resident=resident, latency_s=time.perf_counter() - started)
 
-    def prepare(self, front: FrontRequest, model_id: str) -> UpstreamCall:
-        if front.api == "openai":
-            return openai_front.prepare(front, model_id, self.kind)
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
+        if front.api != "ollama":  # the other fronts are backends.fronts' (llama-server's native ones too)
+            return fronts.prepare(front, model_id, self.kind, version)
         data = dict(front.data)
         if front.endpoint == "chat":
             return _post("/v1/chat/completions", chat_body(data, model_id), Translator(front.model, "chat"))
@@ -89,10 +92,12 @@ class OpenAIBackend:
         raise Unsupported(f"/api/{front.endpoint} is not supported by this worker")
 
     def show_call(self, front: FrontRequest, model_id: str) -> UpstreamCall:
-        return UpstreamCall("GET", f"/v1/models/{model_id}", None,
-                            whole=lambda body: orjson.dumps(show_answer(front.model, {}, model_id)))
+        """The server is only asked whether it has the model; what it can do comes from its id."""
+        return UpstreamCall("GET", f"/v1/models/{model_id}", None, whole=lambda body: orjson.dumps(
+            show_answer(front.model, {}, model_id, openai_capabilities(model_id))))
 
-    async def warm(self, session, url, model, keep_alive, timeout_s, headers=None, max_bytes=PROBE_MAX_BYTES) -> None:
+    async def warm(self, session, url, model, keep_alive, timeout_s, headers=None, max_bytes=PROBE_MAX_BYTES,
+                   options=None) -> None:
         return None  # an OpenAI-compatible server keeps its models loaded itself
 
     async def shape(self, session, url, model, timeout_s, max_bytes=PROBE_MAX_BYTES, headers=None) -> ModelShape | None:
@@ -107,11 +112,14 @@ def model_ids(listing: Mapping[str, Any]) -> list[str]:
 
 
 def show_answer(name: str, props: Mapping[str, Any], model_id: str, capabilities: list[str] | None = None) -> dict:
-    """Ollama's /api/show, from what an OpenAI-compatible or llama.cpp worker tells about a model."""
+    """Ollama's /api/show, from what an OpenAI-compatible or llama.cpp worker tells about a model
+    (backends.capabilities). A worker that shows no template but takes tools gets a template that
+    says so: clients such as LiteLLM look for "tools" in it."""
     settings = props.get("default_generation_settings") or {}
+    template = props.get("chat_template") or (WORKER_TEMPLATE if "tools" in (capabilities or ()) else "")
     return {"license": "", "modelfile": f"# served by a {('llama.cpp' if props else 'OpenAI-compatible')} worker\n"
             f"FROM {props.get('model_path') or model_id}\n", "parameters": "",
-            "template": props.get("chat_template") or "", "details": tags_entry(name)["details"],
+            "template": template, "details": tags_entry(name)["details"],
             "model_info": {"general.architecture": props.get("model_arch") or "unknown",
                            "general.context_length": settings.get("n_ctx")},
             "capabilities": capabilities or ["completion"], "modified_at": "1970-01-01T00:00:00Z"}

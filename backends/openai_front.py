@@ -10,6 +10,8 @@ Unsupported so the gateway can try a worker that can, or answer 400.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from backends.answers import loads_lenient
@@ -67,6 +69,40 @@ def whole_usage(body: bytes) -> Usage | None:
         return usage_of(loads_lenient(body))
     except ValueError:
         return None
+
+
+_TYPE = re.compile(rb'"type"\s*:\s*"([a-z_.]{1,60})"')
+
+
+def sse_parts(raw: bytes) -> tuple[bytes, bytes]:
+    """One SSE event's name (its `event:` line, else the "type" its data starts with) and its data."""
+    name, data = b"", b""
+    for line in raw.split(b"\n"):
+        if line.startswith(b"event:"):
+            name = line[6:].strip()
+        elif line.startswith(b"data:"):
+            data = line[5:].strip()
+    if not name and (found := _TYPE.search(data[:200])):
+        name = found[1]
+    return name, data
+
+
+class ScannedSse:
+    """A native SSE answer passed on in whole events (SseRelay), each batch of them shown to
+    `_scan`, which notes what it must (the end, the usage) and may repair what it passes on."""
+
+    def __init__(self) -> None:
+        self._events = SseRelay()
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._scan(self._events.feed(chunk))
+
+    def end(self) -> bytes:
+        return self._scan(self._events.end())
+
+    def _scan(self, out: bytes) -> bytes:
+        raise NotImplementedError
 
 
 class SseRelay:

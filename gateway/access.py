@@ -1,8 +1,8 @@
 """Who may use the front API: client keys from `[[clients]]`, their model lists and their limits.
 
 With no `[[clients]]` the front API is open (the default bind is 127.0.0.1). With clients,
-every /api/* and /v1/* request needs `Authorization: Bearer <key>`; the config holds only
-each key's SHA-256, so the file leaks nothing. Per client: allowed models (names or shell
+every /api/* and /v1/* request needs `Authorization: Bearer <key>` (or Anthropic's `x-api-key`);
+the config holds only each key's SHA-256, so the file leaks nothing. Per client: allowed models (names or shell
 patterns), model management on or off, concurrent requests, requests per minute (sliding
 60 s window), refused with 429 and Retry-After. Keys and tokens are never logged.
 Does not route; handlers call `allow_model` once they know the model.
@@ -43,6 +43,19 @@ def bearer(request: web.Request) -> str | None:
     token = value.strip()
     if scheme.lower() != "bearer" or not token:
         return None
+    return _text(token)
+
+
+def client_key(request: web.Request) -> str | None:
+    """A client's key: its bearer token, else Anthropic's `x-api-key` header (what Claude Code and the
+    anthropic SDKs send given an API key). Only client keys are read there: never the admin or metrics token."""
+    found = bearer(request)
+    if found is None and (given := request.headers.get("x-api-key", "").strip()):
+        return _text(given)
+    return found
+
+
+def _text(token: str) -> str | None:
     try:
         token.encode()
     except UnicodeEncodeError:
@@ -69,7 +82,7 @@ class Access:
         """The client behind the request; None when keys are not required. Raises 401 otherwise."""
         if not config.clients:
             return None
-        key = bearer(request)
+        key = client_key(request)
         if key is None:
             raise Unauthorized("an API key is required: send Authorization: Bearer <key>", headers=dict(_BEARER))
         digest = hash_key(key)

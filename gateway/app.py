@@ -23,7 +23,7 @@ from gateway.context import GATEWAY, Gateway
 from gateway.control import Loops
 from gateway.errors import error_middleware
 from gateway.gpu import GpuReader, GpuWatch, NvmlReader
-from gateway.handlers import admin, manage, ollama, openai, ops, status_page
+from gateway.handlers import admin, anthropic, manage, ollama, openai, ops, responses, status_page
 from gateway.handlers.common import request_id_middleware
 from gateway.hosts import host_check
 from gateway.inflight import InFlight
@@ -133,7 +133,7 @@ def new_session() -> aiohttp.ClientSession:
 def _add_routes(app: web.Application) -> None:
     """Every route of gateway/routes.py, each to its handler; every /admin/ one behind the admin token."""
     modules = {"ollama": ollama, "manage": manage, "ops": ops, "admin": admin, "status_page": status_page,
-               "openai": openai}
+               "openai": openai, "responses": responses, "anthropic": anthropic}
     for route in ROUTES:
         module, _, name = route.handler.partition(".")
         handler = getattr(modules[module], name)

@@ -1,11 +1,12 @@
 """Live state shared between gateway replicas and processes through Redis.
 
 Each replica publishes what it alone knows (its in-flight claims and streams, the loads and
-evictions it caused since the last probe, its queue depths, learned slots and service times) as
-one blob under a key that expires with its lease, and reads everyone else's in the background. The
-router reads the merged `ClusterView` synchronously; the request path awaits Redis only where
-a decision must be atomic across replicas (client limits, cold-load single flight) or needs a
-fact no background view can hold (a conversation's worker), and always within a short bound.
+evictions it caused since the last probe, its queue depths, learned slots and service times, the
+explicit unloads no request has followed there) as one blob under a key that expires with its
+lease, and reads everyone else's in the background. The router reads the merged `ClusterView`
+synchronously; the request path awaits Redis only where a decision must be atomic across
+replicas (client limits, cold-load single flight) or needs a fact no background view can hold
+(a conversation's worker), and always within a short bound.
 
 Without a Redis URL, or while Redis is unreachable, `view` is empty and every call answers as a
 lone process would: the gateway never fails a request because Redis did. Makes no routing
@@ -87,6 +88,7 @@ class ClusterView:
     ejections: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # worker -> ejected until
     drained: frozenset[str] = frozenset()
     started: Mapping[Pair, int] = field(default_factory=lambda: _EMPTY)  # streams generating now
+    unloaded: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # model -> latest explicit unload
 
 
 LONE = ClusterView()
@@ -106,6 +108,7 @@ class LocalState:
     ejections: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # ours: worker -> until (wall)
     drained: frozenset[str] = frozenset()  # as our snapshot has them: re-published to a Redis that lost them
     started: Mapping[Pair, int] = field(default_factory=lambda: _EMPTY)  # streams generating now
+    unloaded: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # model -> unloaded at, no request since
 
     def encode(self) -> bytes:
         return orjson.dumps({
@@ -117,6 +120,7 @@ class LocalState:
             "slots": [[w, m, n] for (w, m), n in self.slots.items() if n > 1],
             "service_s": dict(self.service_s),
             "load_s": dict(self.load_s),
+            "unloaded": dict(self.unloaded),
         })
 
 
@@ -132,6 +136,7 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
     slots: dict[Pair, int] = {}
     service: dict[str, list[float]] = {}
     load: dict[str, list[float]] = {}
+    unloaded: dict[str, float] = {}
     for blob in blobs:
         data = _decode(blob)
         if data is None:
@@ -152,6 +157,8 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
             service.setdefault(str(m), []).append(float(v))
         for m, v in (data.get("load_s") or {}).items():
             load.setdefault(str(m), []).append(float(v))
+        for m, t in (data.get("unloaded") or {}).items():
+            unloaded[str(m)] = max(unloaded.get(str(m), 0.0), float(t))
     workers: dict[str, int] = {}
     busy: dict[str, dict[str, int]] = {}
     for (w, m), n in claims.items():
@@ -172,7 +179,7 @@ def merge(blobs: list[bytes | None], ejections: Mapping[str, float], drained: fr
         evicted=evicted, evictions=evictions, evicted_by_model=evicted_by_model, depths=depths, slots=slots,
         service_s={m: sum(v) / len(v) for m, v in service.items()},
         load_s={m: sum(v) / len(v) for m, v in load.items()},
-        ejections=dict(ejections), drained=drained, started=started)
+        ejections=dict(ejections), drained=drained, started=started, unloaded=unloaded)
 
 
 def _decode(blob: bytes | None) -> dict[str, Any] | None:

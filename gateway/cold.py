@@ -1,6 +1,8 @@
 """The cold tier of a plan: where a model would load on a healthy GPU worker that has no copy of it.
 (b) where it fits without eviction, most headroom first; unknown VRAM, least busy first; (c) where
-loading evicts the coldest idle unpinned models; a spill where it can never fit whole.
+loading evicts the coldest idle unpinned models; then, for a request whose load-time options no
+loaded copy has, a reload of a copy with other options (idle ones first, the coldest first; then
+busy ones, which the worker reloads once their requests end); a spill where it can never fit whole.
 
 Pure. The router's `Cold` looks only as far as a plan needs: it walks healthy GPU workers by the
 free VRAM they were probed with (the snapshot's placement index) and stops after the k-th that
@@ -26,11 +28,14 @@ def healthy(w: WorkerView, placement: Placement, slow_now: frozenset[str]) -> bo
 
 class Cold:
     """(b) fits without eviction, most headroom first; unknown VRAM; (c) evicts the coldest idle;
-    spill. Healthy GPU holders without a loaded copy only, never a worker at max_inflight."""
+    reloads of the `reloadable` copies (loaded with other load-time options); spill. Healthy GPU
+    holders without a loaded copy only (and the reloadable), never a worker at max_inflight."""
 
-    def __init__(self, snap: Snapshot, load: Load, model: str, placement: Placement, slow_now: frozenset[str]) -> None:
+    def __init__(self, snap: Snapshot, load: Load, model: str, placement: Placement, slow_now: frozenset[str],
+                 reloadable: tuple[str, ...] = ()) -> None:
         self.snap, self.load, self.model, self.workers = snap, load, model, snap.workers
         self.holders, self.placement, self.slow_now = snap.holders(model), placement, slow_now
+        self.reloadable = reloadable
         self.need = vram.footprint(snap, model)
         self._fits: dict[int, list[Candidate]] = {}
         self._evict_spill: tuple[list[Candidate], list[Candidate]] | None = None
@@ -55,8 +60,18 @@ class Cold:
             out = out + self.unknown(k - len(out))
         if len(out) < k:
             evict, spill = self.evict_and_spill()
-            out = out + (evict + spill)[: k - len(out)]
+            out = out + (evict + self.reloads() + spill)[: k - len(out)]
         return out
+
+    def reloads(self) -> list[Candidate]:
+        """The copies loaded with other load-time options, as reloads: idle ones first, the least
+        recently used first; then busy ones, fewest requests in flight first (the worker reloads
+        them once those end, and meanwhile the other option set's clients lose that copy)."""
+        load, model = self.load, self.model
+        usable = [n for n in self.reloadable if not worker_full(self.workers[n], load)]
+        ranked = sorted(usable, key=lambda n: (load.model_inflight(n, model) > 0, load.model_inflight(n, model),
+                                               load.last_used(n, model), self.holders.get(n, 0)))
+        return [Candidate(n, Reason.OPTIONS) for n in ranked]
 
     def spare(self) -> Candidate | None:
         """Where a replica goes: the first that fits, else the first that evicts (never a spill)."""

@@ -119,6 +119,10 @@ class ModelConfig(_Strict):
     request_keep_alive: str | int | float | None = None
     min_keep_alive: str | int | float | None = None
     max_keep_alive: str | int | float | None = None
+    # What clients' load-time options become (gateway/load_options.py): a different set reloads the copy.
+    request_num_ctx: Annotated[int, Field(ge=4)] | None = None
+    max_num_ctx: Annotated[int, Field(ge=4)] | None = None
+    strip_load_options: bool = False
 
     @field_validator("keep_alive", "request_keep_alive", "min_keep_alive", "max_keep_alive")
     @classmethod
@@ -142,6 +146,9 @@ class ModelConfig(_Strict):
             low, high = parse_duration_s(self.min_keep_alive), parse_duration_s(self.max_keep_alive)
             if (high >= 0 and (low < 0 or low > high)):
                 raise ValueError("min_keep_alive is longer than max_keep_alive")
+        if self.request_num_ctx is not None and self.max_num_ctx is not None:
+            raise ValueError("request_num_ctx sets every request's num_ctx: max_num_ctx would never apply; "
+                             "set one or the other")
         return self
 
 

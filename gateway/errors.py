@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from backends.anthropic_answers import anthropic_error
 from backends.worker_said import openai_error
 
 log = structlog.get_logger("gateway.errors")
@@ -91,16 +92,9 @@ class UpstreamTimeout(GatewayError):
     status = 504
 
 
-# Anthropic's error types by status (the anthropic SDK's ErrorObject union); other 4xx/5xx fall back below.
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                    503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
-
-
 def error_body(path: str, status: int, message: str) -> bytes:
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
-        kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+        return anthropic_error(message, status)  # its status-to-type table is backends.anthropic_answers'
     if path == "/v1" or path.startswith("/v1/"):
         return openai_error(message, status)
     return orjson.dumps({"error": message})

@@ -1,10 +1,11 @@
 """Live traffic state owned by the request path, as one view over its parts by job: claims and
 counts (claims.py), learned slots, rates and service times (learned.py), conversations' last
-workers and per-model demand (below).
+workers and per-model demand and explicit unloads (below).
 
 A probe never writes here: what a worker reported a moment ago is already stale, while these
 counts are exact. The router and the warmer read this through the `Load` view; only requests
-write. Every read is of one worker or one model: none scans the whole fleet's traffic.
+write (and, with replicas, the unloads the others took are adopted: shared_load.py). Every read is
+of one worker or one model: none scans the whole fleet's traffic.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from math import inf
 from typing import Protocol
 
 from gateway.claims import Claims
-from gateway.learned import SLOT_CAP, Durations, Rates, Slots
+from gateway.learned import SLOT_CAP, Durations, LoadedWith, Rates, Slots
 
 __all__ = ["SLOT_CAP", "Claim", "Demand", "InFlight", "RetryBudget", "Sessions"]
 
@@ -41,13 +43,30 @@ class Sessions:
 
 
 class Demand:
-    """Model -> monotonic time of its latest request: what the warmer keeps loaded."""
+    """Per model, the monotonic time of its latest request (what the warmer keeps loaded) and of
+    an explicit unload since (keep_alive 0): the warmer leaves such a model alone until it is
+    asked for again. An unload another replica took may be adopted as ours (shared_load.py), so
+    that it outlives that replica; a copy of our own that comes back from the others (the same
+    time, give or take clock reads) is not taken for a later unload."""
+
+    ECHO_S = 1.0  # an adopted unload this close after ours is ours coming back, not a new one
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
+        self.unloads: dict[str, float] = {}  # only unloads no request has followed yet
 
     def requested(self, model: str, now: float) -> None:
         self.last[model] = now
+        if self.unloads:  # the request path's one write: a request ends the model's unload
+            self.unloads.pop(model, None)
+
+    def unloaded(self, model: str, now: float) -> None:
+        self.unloads[model] = now
+
+    def adopt(self, model: str, at: float) -> None:
+        """Another replica's unload at `at` (our clock): ours too unless a request here came since."""
+        if at >= self.last.get(model, -inf) and at > self.unloads.get(model, -inf) + self.ECHO_S:
+            self.unloads[model] = at
 
 
 class InFlight:
@@ -58,6 +77,7 @@ class InFlight:
         self._clock = clock
         self.claims, self.slots_learned, self.rates = Claims(), Slots(), Rates(clock)
         self.durations, self.sessions, self.demanded = Durations(), Sessions(max_sessions), Demand()
+        self.loaded_with = LoadedWith()
         claims, rates, durations = self.claims, self.rates, self.durations
         # claims and counts
         self.get, self.view, self.model_inflight = claims.get, claims.view, claims.model_inflight
@@ -70,13 +90,18 @@ class InFlight:
         self.slow_reason, self.slow_rate, self.slow_workers = rates.slow_reason, rates.slow_rate, rates.slow_workers
         self.record_rate = rates.record
         self.service_s, self.load_s, self.finished = durations.service_s, durations.load_s, durations.finished
+        self.copy_options, self.sent_options = self.loaded_with.get, self.loaded_with.sent
         # sessions and demand
         self.session_worker, self.remember_session = self.sessions.worker, self.sessions.remember
-        self.requested = self.demanded.requested
+        self.requested, self.unloaded = self.demanded.requested, self.demanded.unloaded
 
     def demand(self) -> Mapping[str, float]:
         """Model -> monotonic time of its latest request."""
         return self.demanded.last
+
+    def held_unloaded(self) -> Mapping[str, float]:
+        """Model -> when it was explicitly unloaded, for the models no request has asked for since."""
+        return self.demanded.unloads
 
     @contextmanager
     def claim(self, worker: str, model: str = "", now: float = 0.0) -> Iterator[Claim]:

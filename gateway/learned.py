@@ -1,6 +1,7 @@
 """What answers taught the gateway: slots per (worker, model), decode rates and slow verdicts per
-worker, service and load times per model. Indexed by worker as well, so that a worker's figures
-are read without scanning the others'.
+worker, service and load times per model, and the load-time options of the last request sent to
+each (worker, model). Indexed by worker as well, so that a worker's figures are read without
+scanning the others'.
 
 Only the request path writes here, from answers it relayed; probes never do (a probe is stale
 the moment it lands). Nothing here counts requests in flight (claims.py).
@@ -10,6 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.load_options import LoadOptions
 
 SLOT_CAP = 64  # no learned slot count goes past this; a real server has fewer
 _EWMA = 0.2
@@ -103,6 +108,22 @@ class Durations:
         self._service_s[model] = ewma(self._service_s.get(model), duration_s)
         if load_s is not None and load_s > 0.05:  # a real load, not a warm model's bookkeeping
             self._load_s[model] = ewma(self._load_s.get(model), load_s)
+
+
+class LoadedWith:
+    """(worker, model) -> the load-time options of the last request sent there, and when. A server
+    holds one copy of a model and reloads it for a request with other options, so this is the
+    option set of the copy there now, as far as our own traffic knows (gateway/load_options.py)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[tuple[str, str], tuple[LoadOptions, float]] = {}
+
+    def get(self, worker: str, model: str) -> tuple[LoadOptions, float] | None:
+        return self._sent.get((worker, model))
+
+    def sent(self, worker: str, model: str, options: LoadOptions | None, now: float) -> None:
+        if options is not None:  # None: a request whose options were not read (it loads nothing)
+            self._sent[(worker, model)] = (options, now)
 
 
 def ewma(old: float | None, value: float) -> float:

@@ -20,10 +20,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from backends.usage import NONE, Usage
+
+if TYPE_CHECKING:
+    from gateway.load_options import LoadOptions
 
 timer = time.monotonic  # the latency timer; the routing clock is Gateway.clock
 
@@ -87,6 +91,7 @@ class Asked:
     client: str | None = None  # the client key's name, when keys are configured
     priority: str = "interactive"  # the client key's priority class: interactive | batch
     queued_s: float | None = None  # planning, and waiting in the model's queue when every copy was busy
+    options: LoadOptions | None = None  # load-time options as the worker gets them; None: it loads nothing
 
 
 @dataclass(slots=True)

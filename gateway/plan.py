@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # a value of load_options.py, named in annotations only: plan.py imports nothing at run time
+    from gateway.load_options import LoadOptions
 
 
 class Reason(StrEnum):
@@ -29,6 +32,8 @@ class Reason(StrEnum):
     CPU = "cpu"
     PANIC = "panic"
     SHARED_LOAD = "shared-load"  # another gateway replica is loading the model there: wait for that copy
+    OPTIONS = "options"  # every loaded copy has other load-time options (num_ctx...): this load is for them
+    SHORT_CONTEXT = "short-context"  # a llama.cpp copy whose context (-c) is smaller than the num_ctx asked
 
 
 class Verdict(StrEnum):
@@ -39,7 +44,8 @@ class Verdict(StrEnum):
 
 
 UNKNOWN_MODEL, QUEUE, CPU_REFUSED = Verdict.UNKNOWN_MODEL, Verdict.QUEUE, Verdict.CPU_REFUSED
-LOADS = frozenset({Reason.FITS, Reason.UNKNOWN_VRAM, Reason.EVICT, Reason.REPLICA, Reason.SPILL, Reason.CPU})
+LOADS = frozenset({Reason.FITS, Reason.UNKNOWN_VRAM, Reason.EVICT, Reason.REPLICA, Reason.SPILL, Reason.CPU,
+                   Reason.OPTIONS})
 
 
 class Load(Protocol):
@@ -64,6 +70,7 @@ class Load(Protocol):
     def slow_reason(self, worker: str) -> str | None: ...
     def slow_rate(self, worker: str) -> float | None: ...
     def slow_workers(self) -> list[str]: ...
+    def copy_options(self, worker: str, model: str) -> tuple[LoadOptions, float] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +88,13 @@ class Candidate:
 class Need:
     """What a request asks of a worker, to judge whether a CPU worker can finish it in time, and
     whether it may cause a replica load (a batch request waits instead: it takes only capacity
-    that interactive requests leave)."""
+    that interactive requests leave), and its load-time options: a copy loaded with others
+    reloads for it (None: not compared, any copy serves it)."""
 
     prompt_tokens: int
     predict_tokens: int
     batch: bool = False
+    options: LoadOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ class Proxy:
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
                     self._inflight.evicting(worker.name, candidate.evicts, self._clock())
+                    self._inflight.sent_options(worker.name, plan.model, asked.options, self._clock())
                     timeout_s, late = self._deadline(snap, plan, candidate, asked, worker)
                     relayed = await self._attempt(request, snap, worker, call, asked, claim, timeout_s, late)
                     self._committed(snap, plan, candidate, asked, relayed, claim)
@@ -215,7 +216,7 @@ class Proxy:
 def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None) -> UpstreamCall:
     """The request as this worker's kind takes it, under the worker's own id for the model. The
     client's own Authorization goes on only to a worker configured to receive it."""
-    call = for_kind(worker.config.kind).prepare(front, worker.upstream_id(front.model))
+    call = for_kind(worker.config.kind).prepare(front, worker.upstream_id(front.model), version=worker.version)
     call.headers.setdefault("Content-Type", "application/json")
     call.headers["X-Request-ID"] = request_id
     if client_auth and worker.config.forward_client_auth:

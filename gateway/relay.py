@@ -1,9 +1,10 @@
 """Relaying one worker's answer to the client: the refusals every answer shares, and streams.
 
 Before the first byte reaches the client any failure raises AttemptFailed (the proxy moves
-on); after it, a failure ends the stream with one Ollama error line, or on /v1 with one SSE
-error event. Streams are written chunk by chunk as they arrive (SSE in whole events); Ollama
-workers' bytes are never parsed on the way. Non-streamed answers are whole.py's.
+on); after it, a failure ends the stream with one Ollama error line, or on the other fronts with
+the front's own error event (backends.base.FrontAnswer.cut). Streams are written chunk by chunk as
+they arrive (SSE in whole events); Ollama workers' bytes are never parsed on the way to Ollama
+clients. Non-streamed answers are whole.py's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from backends import openai_front
 from backends.answers import MALFORMED
-from backends.base import UpstreamCall
+from backends.base import AnswerTranslator, FrontAnswer, UpstreamCall
+from backends.fronts import reply_of
 from backends.streams import error_line
 from backends.usage import NONE, Usage, ollama_line
 from backends.worker_said import describe, error_detail
@@ -66,6 +67,8 @@ async def stream(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
     headers = reply_headers(resp, asked.request_id, worker)
     if call.translator:
         headers["Content-Type"] = "application/x-ndjson"
+    elif call.reply is not None:  # a front's own events, passed through or translated from chat completions
+        headers["Content-Type"] = "text/event-stream"
     out = web.StreamResponse(status=resp.status, headers=headers)
     await out.prepare(request)
     ended, usage = await _pump(out, resp, first, call, worker, idle_s, max_stream_s)
@@ -74,7 +77,8 @@ async def stream(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
 
 async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: bytes, call: UpstreamCall,
                 worker: str, idle_s: float, max_s: float) -> tuple[Ended, Usage]:
-    translator = call.translator or (openai_front.SseRelay() if call.front == "openai" else None)
+    reply = reply_of(call)
+    translator: AnswerTranslator | None = call.translator or reply
     ends_line, prev, last = True, b"", b""
     watchdog = Watchdog(idle_s, max_s)
     try:
@@ -93,16 +97,16 @@ async def _pump(out: web.StreamResponse, resp: aiohttp.ClientResponse, chunk: by
     except ConnectionResetError:
         return Ended.CLIENT_GONE, NONE  # leaving `async with resp` closes upstream: generation stops
     except StreamTooLong as exc:
-        await write_quietly(out, _cut_notice(call, str(exc), ends_line))
+        await write_quietly(out, _cut_notice(reply, str(exc), ends_line))
         return Ended.TOO_LONG, NONE  # leaving `async with resp` closes upstream: the GPU slot frees
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        await write_quietly(out, _cut_notice(call, f"worker {worker} failed mid-stream: {describe(exc)}", ends_line))
+        await write_quietly(out, _cut_notice(reply, f"worker {worker} failed mid-stream: {describe(exc)}", ends_line))
         return Ended.CUT, NONE
-    if isinstance(translator, openai_front.SseRelay):
-        if not translator.finished:  # the worker closed the stream without [DONE]: the client must know
-            await write_quietly(out, _cut_notice(call, f"worker {worker} ended the stream early", True))
+    if reply is not None:
+        if not reply.finished:  # the worker closed the stream before its last event: the client must know
+            await write_quietly(out, _cut_notice(reply, f"worker {worker} ended the stream early", True))
             return Ended.CUT, NONE
-        usage = translator.usage() or NONE
+        usage = reply.usage() or NONE
     else:
         usage = ollama_line((prev + last).rstrip(b"\n").rpartition(b"\n")[2])
     await write_quietly(out, b"", eof=True)
@@ -168,11 +172,11 @@ class StreamTooLong(Exception):
         super().__init__(f"the stream ran past the gateway's limit of {max_s:g}s ([server] max_stream_s) and was ended")
 
 
-def _cut_notice(call: UpstreamCall, message: str, ends_line: bool) -> bytes:
-    """What ends a stream a worker cut: one SSE error event on /v1 (SseRelay keeps the stream at an
-    event boundary), else one Ollama error line on a line of its own."""
-    if call.front == "openai":
-        return openai_front.sse_error(message)
+def _cut_notice(reply: FrontAnswer | None, message: str, ends_line: bool) -> bytes:
+    """What ends a stream a worker cut: the front's own error event (its reply keeps the stream at
+    an event boundary), else on the Ollama front one error line on a line of its own."""
+    if reply is not None:
+        return reply.cut(message)
     return (b"" if ends_line else b"\n") + error_line(message)
 
 

@@ -1,11 +1,13 @@
 """One worker's copy of one model as the router sees it: the snapshot's last probe, corrected by our
-own traffic since (loads we sent that the probe missed, evictions we caused), its slots, and the
-VRAM left free. Pure functions of a Snapshot, a WorkerView and the live traffic view.
+own traffic since (loads we sent that the probe missed, evictions we caused), its slots, the
+VRAM left free, and whether it serves a request's load-time options without a reload. Pure
+functions of a Snapshot, a WorkerView and the live traffic view.
 """
 
 from __future__ import annotations
 
-from gateway import vram
+from gateway import load_options, vram
+from gateway.load_options import NO_OPTIONS, LoadOptions
 from gateway.plan import Load
 from gateway.state import Snapshot, WorkerView
 
@@ -21,6 +23,32 @@ def is_loaded(w: WorkerView, model: str, load: Load) -> bool:
     if model in w.resident:
         return load.evicted_at(w.name, model) <= max(probed, used)
     return used > probed
+
+
+def serves(w: WorkerView, model: str, load: Load, asked: LoadOptions | None, train: int | None) -> bool:
+    """The copy on `w` serves `asked` without a reload (load_options.reuses), or, on a fixed-context
+    server (llama.cpp, OpenAI-compatible), fits its num_ctx (load_options.honours). The options we
+    last sent there are the copy's, unless a probe since shows another context with none of our
+    requests in flight there: somebody else reloaded it (a replica, a client of the worker's own).
+    `train`: the model's training context (load_options.train_ctx), read once per decision."""
+    if asked is None:
+        return True
+    if w.config.kind != "ollama":
+        r = w.resident.get(model)
+        return load_options.honours(asked, r.context_length if r is not None else None, train)
+    sent = load.copy_options(w.name, model)
+    if sent is None and asked == NO_OPTIONS:
+        return True  # the usual case: the defaults, and a copy taken to have them (the router asks per copy)
+    r = w.resident.get(model)
+    probed = r.context_length if r is not None else None
+    if sent is None:
+        return load_options.reuses(asked, None, probed, train)
+    options, at = sent
+    if (probed is not None and options.num_ctx is not None and w.probed_at is not None and w.probed_at > at
+            and load_options.effective_ctx(options.num_ctx, train) != probed
+            and not load.model_inflight(w.name, model)):
+        return load_options.reuses(asked, None, probed, train)
+    return load_options.reuses(asked, options, probed, train)
 
 
 def slot_count(w: WorkerView, model: str, load: Load) -> int:

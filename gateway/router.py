@@ -9,6 +9,11 @@ tier; (e) panic: workers the snapshot thinks are down, since health data can be 
 While a resident copy has a free slot nothing else is loaded; when every resident copy is
 busy, the request waits (verdict QUEUE) unless the predicted wait exceeds the predicted
 load time, in which case a replica is loaded where it fits.
+A copy loaded with other load-time options than the request's (num_ctx...) is no loaded copy
+for it: the worker would reload it (load_options.py). Then the request is a load like a cold
+one (reason "options"), placed as one, and only after those placements on a copy of the model
+with other options, the idle ones first: that evicts the copy other clients use. A llama.cpp
+copy whose context is smaller than the num_ctx asked serves only when nothing else can.
 
 Cost grows with the model's copies, not the fleet: a decision reads the model's loaded
 copies, then only as many further workers as the plan's `limit` candidates need (the
@@ -22,10 +27,11 @@ import zlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from gateway import vram
+from gateway import load_options, vram
 from gateway.cold import Cold, cold_placements, healthy
+from gateway.load_options import NO_OPTIONS
 from gateway.plan import CPU_REFUSED, LOADS, QUEUE, UNKNOWN_MODEL, Candidate, Load, Need, Plan, Reason, Verdict
-from gateway.residency import has_slot, is_loaded, slot_count, worker_full
+from gateway.residency import has_slot, is_loaded, serves, slot_count, worker_full
 from gateway.state import Snapshot, WorkerView
 
 # What other modules import from here: the values of a decision live in plan.py, the cold tier in cold.py.
@@ -85,10 +91,14 @@ def _every_loaded_copy_is_busy(d: _Decision, queued: int) -> Plan:
 
 
 def _load_it_somewhere(d: _Decision) -> Plan:
-    """(b) fits, (c) evicts, (d) CPU, (e) panic; a full fleet of healthy GPUs means wait."""
-    cold, tail = d.cold.first(d.limit), d.tail(d.limit)
-    if cold or tail:
-        return Plan(d.model, d.take(cold, tail, d.panic), note=d.refusal)
+    """(b) fits, (c) evicts, (d) CPU, (e) panic; a full fleet of healthy GPUs means wait. When
+    copies with other load-time options are what is loaded, every load is for the options, and a
+    llama.cpp copy too short for the request's num_ctx comes before the CPU tier."""
+    cold, short, tail = d.cold.first(d.limit), d.short_context, d.tail(d.limit)
+    if d.mismatched or d.short:
+        cold = [Candidate(c.worker, Reason.OPTIONS, c.evicts) for c in cold]
+    if cold or short or tail:
+        return Plan(d.model, d.take(cold, short, tail, d.panic), note=d.refusal)
     if d.any_holder(d.healthy):
         # Every healthy GPU is full or held by models with requests in flight: they drain soon.
         return Plan(d.model, (), QUEUE, note=d.refusal)
@@ -112,9 +122,13 @@ class _Decision:
             return
         self.placement = snap.placement
         self.slow_now = frozenset(load.slow_workers()) or _NO_NAMES
+        self.options = need.options if need is not None else None
+        self.train = load_options.train_ctx(snap, model) if self.options is not None else None
+        self.mismatched: list[str] = []  # healthy copies loaded with other load-time options: a load reloads them
+        self.short: list[str] = []  # healthy fixed-context copies too short for the num_ctx asked
         self.resident, self.ready = self._loaded_copies()
         # Cold holds no reference back to the decision: a decision leaves no cycle for the GC to find.
-        self.cold = Cold(snap, load, model, self.placement, self.slow_now)
+        self.cold = Cold(snap, load, model, self.placement, self.slow_now, tuple(self.mismatched))
         self._parts: tuple[list[Candidate], list[Candidate], str] | None = None
 
     def healthy(self, w: WorkerView) -> bool:
@@ -125,7 +139,8 @@ class _Decision:
         and those of them with a free slot (with their in-flight share of slots), config order.
         The loop reads the per-model indexes at once: it runs for every loaded copy."""
         load, model, holders, workers = self.load, self.model, self.holders, self.workers
-        degraded, slow = self.placement.degraded, self.slow_now
+        degraded, slow, options = self.placement.degraded, self.slow_now, self.options
+        plain, sent_to = options == NO_OPTIONS, load.copy_options
         probed = self.snap.listing.resident.get(model, _NONE)
         recent = load.used_since(model, self.placement.probe_floor)
         since_probe = {n for n in recent if n in holders and n not in probed}
@@ -139,6 +154,12 @@ class _Decision:
             inflight = busy.get(name, 0)
             # Without a request in flight, a probed copy is there unless our load evicted it since.
             if not inflight and (name in evicted or name in since_probe) and not is_loaded(w, model, load):
+                continue
+            # A copy the gateway never sent options to serves a request of the defaults (the usual case, asked here
+            # without a call); any other pair asks whether the copy serves the request's options (load_options.py).
+            if options is not None and (not plain or sent_to(name, model) is not None) \
+                    and not serves(w, model, load, options, self.train):
+                (self.mismatched if w.config.kind == "ollama" else self.short).append(name)
                 continue
             resident.append((pos, w))
             cap = w.config.max_inflight
@@ -160,6 +181,14 @@ class _Decision:
                  pos, w.name) for pos, w, share in self.ready]
         best = heapq.nsmallest(k, keys)  # pos breaks the last ties: config order, as a stable sort keeps it
         return [Candidate(name, Reason.AFFINITY if name == sticky else Reason.RESIDENT) for *_, name in best]
+
+    @property
+    def short_context(self) -> list[Candidate]:
+        """llama.cpp copies whose context is smaller than the num_ctx asked: they serve it (within
+        their own context) only when no copy or load can honour it, the least busy first."""
+        load, model = self.load, self.model
+        usable = [w for n in self.short if has_slot(w := self.workers[n], model, load)]
+        return [Candidate(w.name, Reason.SHORT_CONTEXT) for w in sorted(usable, key=lambda w: load.get(w.name))]
 
     def busy(self, k: int) -> list[Candidate]:
         ready = {w.name for _, w, _ in self.ready}
@@ -191,7 +220,8 @@ class _Decision:
         names = (self.placement.degraded | self.slow_now) & self.holders.keys()
         usable = [(self.holders[n], w) for n in names if (w := self.workers[n]).serving and w.tier == "gpu"
                   and not worker_full(w, load)]
-        ranked = sorted(usable, key=lambda t: (not (is_loaded(t[1], model, load) and has_slot(t[1], model, load)),
+        ranked = sorted(usable, key=lambda t: (not (is_loaded(t[1], model, load) and has_slot(t[1], model, load)
+                                                    and serves(t[1], model, load, self.options, self.train)),
                                                load.get(t[1].name), t[0]))
         return [Candidate(w.name, Reason.DEGRADED) for _, w in ranked]
 
@@ -217,6 +247,7 @@ class _Decision:
 def _serves_slowly_now(d: _Decision, worker: str, wait_s: float) -> bool:
     w = d.workers[worker]
     return (has_slot(w, d.model, d.load) and is_loaded(w, d.model, d.load)
+            and serves(w, d.model, d.load, d.options, d.train)
             and _slow_finish_s(d.snap, d.load, d.model, worker, d.need) < wait_s)
 
 
@@ -224,9 +255,12 @@ def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need
          ) -> tuple[list[Candidate], str]:
     """CPU workers that can finish this request within [cpu] max_expected_s, and if some could
     not, a message saying what the CPU tier can take (a fast clear refusal beats a timeout)."""
-    cpu = snap.config.cpu
+    cpu, options = snap.config.cpu, need.options if need is not None else None
+    train = load_options.train_ctx(snap, model) if options is not None else None
+    loaded = {w.name for w in workers if model in w.resident  # a llama.cpp CPU worker serves it within its -c
+              and (w.config.kind != "ollama" or serves(w, model, load, options, train))}
     usable = sorted((w for w in workers if not worker_full(w, load)),
-                    key=lambda w: (model not in w.resident, load.get(w.name)))
+                    key=lambda w: (w.name not in loaded, load.get(w.name)))
     out, refusal = [], ""
     for w in usable:
         rate = load.decode_rate(w.name, model) or load.worker_rate(w.name) or cpu.tokens_per_s
@@ -237,7 +271,7 @@ def _cpu(snap: Snapshot, load: Load, model: str, workers: list[WorkerView], need
                        f"tokens at {rate:.0f} tokens/s; this one asks for {need.predict_tokens} (~{expected_s:.0f}s). "
                        "Ask for fewer tokens (num_predict) or retry later")
             continue
-        out.append(Candidate(w.name, Reason.CPU_RESIDENT if model in w.resident else Reason.CPU))
+        out.append(Candidate(w.name, Reason.CPU_RESIDENT if w.name in loaded else Reason.CPU))
     return out, refusal
 
 

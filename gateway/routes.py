@@ -51,8 +51,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/chat/completions", "openai.chat_completions", "chat/completions"),
     Route("POST", "/v1/completions", "openai.completions", "completions"),
     Route("POST", "/v1/embeddings", "openai.embeddings", "v1/embeddings"),
+    Route("POST", "/v1/responses", "responses.create", "responses"),
     Route("GET", "/v1/models", "openai.list_models"),
     Route("GET", "/v1/models/{model:.+}", "openai.one_model"),  # ids may hold slashes (hf.co/org/model)
+    Route("POST", "/v1/messages", "anthropic.messages", "messages"),
+    Route("POST", "/v1/messages/count_tokens", "anthropic.count_tokens", "messages"),
 )
 
 BODY_ENDPOINTS: tuple[str, ...] = tuple(dict.fromkeys(r.body for r in ROUTES if r.body))

@@ -5,8 +5,12 @@ Counts add up; learned slots take the larger; times are the latest, the others' 
 wall-clock seconds into this process's monotonic clock. A claim's peers and a stream's first
 byte count every replica's requests and streams on the pair, so slots are learned from what the
 worker served at once, not from our share. Decode rates and slow verdicts stay each replica's
-own measurement. Pure reads, no I/O: the cluster's background sync swaps the view it reads. A
-lone process routes by InFlight itself and never builds one of these.
+own measurement. Explicit unloads are fleet-wide: a model one replica's client unloaded is left
+alone by every replica's warmer until a request on that replica asks for it again, and each
+replica adopts the others' unloads as its own (and publishes them), so an unload outlives the
+replica that took it (a rolling restart, a crash). Reads without I/O (adopting an unload is the
+one write): the cluster's background sync swaps the view they read. A lone process routes by
+InFlight itself and never builds one of these.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class SharedLoad:
         self.session_worker, self.remember_session = local.session_worker, local.remember_session
         self.requested, self.demand, self.finished = local.requested, local.demand, local.finished
         self.record_rate, self.learn_slots, self.evicting = local.record_rate, local.learn_slots, local.evicting
+        self.unloaded = local.unloaded
+        self.copy_options, self.sent_options = local.copy_options, local.sent_options  # ours: not shared
 
     def _mono(self, wall_time: float) -> float:
         return wall_time - self._wall() + self._clock()
@@ -145,6 +151,13 @@ class SharedLoad:
             if worker not in seen and self._mono(t) > since:
                 yield worker
 
+    def held_unloaded(self) -> Mapping[str, float]:
+        """InFlight.held_unloaded, after adopting the unloads the other replicas published (once per
+        warmer step: a model's unload anywhere holds here until a request here asks for it)."""
+        for model, at in self.cluster.view.unloaded.items():
+            self.local.demanded.adopt(model, self._mono(at))
+        return self.local.held_unloaded()
+
     # -- learned times -------------------------------------------------------------------------
     def service_s(self, model: str) -> float | None:
         local = self.local.service_s(model)
@@ -168,7 +181,7 @@ def local_state(inflight: InFlight, depths: Mapping[str, int], window_s: float, 
         claims=claims, started=inflight.claims.generating(), used={k: t + offset for k, t in used.items()},
         evicted={k: t + offset for k, t in evicted.items()}, depths=depths,
         slots={k: n for k, n in inflight.slots_learned.learned().items() if n > 1},
-        service_s=service, load_s=load,
+        service_s=service, load_s=load, unloaded={m: t + offset for m, t in inflight.held_unloaded().items()},
         ejections={w.name: w.ejected_until + offset for w in holder.current.workers.values()
                    if w.ejected_until > now},
         drained=frozenset(w.name for w in holder.current.workers.values() if w.drained))

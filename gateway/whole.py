@@ -4,8 +4,9 @@ through untouched that outgrows HOLD_BYTES is streamed on to the client as it ar
 
 An answer streamed through is committed at its first byte, as a stream is: a failure after that
 closes the client's connection mid-body (a JSON document has no room for an error line), which
-every HTTP client reports as a broken answer. Translated and /v1 answers are parsed whole, so they
-are always held, under the same cap. Never chooses a worker, never writes the snapshot.
+every HTTP client reports as a broken answer. Translated answers and those of the other fronts
+(/v1, Anthropic's) go through the front's reply (backends.base.FrontAnswer): they are always held,
+under the same cap. Never chooses a worker, never writes the snapshot.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from backends import openai_front
 from backends.answers import MALFORMED
-from backends.base import UpstreamCall
+from backends.base import FrontAnswer, UpstreamCall
+from backends.fronts import reply_of
 from backends.upstream import AnswerTooLarge, read_up_to
 from backends.usage import NONE, Usage, ollama_line, ollama_tail
-from backends.worker_said import as_ollama_error, as_openai_error, describe
+from backends.worker_said import as_ollama_error, describe
 from gateway.outcome import Asked, Ended, Relayed, timer
 from gateway.relay import ACCOUNTED, AttemptFailed, StreamTooLong, Watchdog, reply_headers, write_quietly
 
@@ -47,15 +48,15 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
         return await _stream_through(request, resp, body, asked, worker, left, max_bytes, idle_s)
     ttfb_s = timer() - asked.started
     headers = reply_headers(resp, asked.request_id, worker)
-    usage = NONE
-    if call.front == "openai":
-        body, usage = _openai_whole(call, body, resp.status, headers)
+    usage, reply = NONE, reply_of(call)
+    if reply is not None:
+        body, usage = _front_whole(reply, body, resp.status, headers)
     elif resp.status >= 400:  # passed-through errors too: a worker's HTML or NDJSON error is no Ollama error
         body, headers["Content-Type"] = as_ollama_error(body, resp.status), "application/json"
     elif call.translator or call.whole:
         body = _translate_whole(call, body)
         headers["Content-Type"] = "application/json"
-    if resp.status == 200 and call.front != "openai" and asked.endpoint in ACCOUNTED:
+    if resp.status == 200 and reply is None and asked.endpoint in ACCOUNTED:
         usage = ollama_line(body)  # an Ollama-shaped answer (passed through or translated) ends with its usage
     ended = Ended.OK if resp.status < 400 else Ended.CLIENT_ERROR
     return Relayed(web.Response(status=resp.status, body=body, headers=headers), resp.status, ttfb_s, ended, usage)
@@ -104,14 +105,16 @@ async def _stream_through(request: web.Request, resp: aiohttp.ClientResponse, he
     return Relayed(out, 200, ttfb_s, Ended.OK, ollama_tail(tail) if asked.endpoint in ACCOUNTED else NONE)
 
 
-def _openai_whole(call: UpstreamCall, body: bytes, status: int, headers: dict[str, str]) -> tuple[bytes, Usage]:
-    """A /v1 answer passes through; a worker's error is made OpenAI-shaped if it is not already."""
+def _front_whole(reply: FrontAnswer, body: bytes, status: int, headers: dict[str, str]) -> tuple[bytes, Usage]:
+    """A front's answer in its shape (passed through or translated); a worker's error in the front's
+    error shape whatever shape it came in."""
     if status >= 400:
         headers["Content-Type"] = "application/json"
-        return as_openai_error(body, status), NONE
-    if status == 200 and call.path.endswith("completions"):  # embeddings count no generated tokens
-        return body, openai_front.whole_usage(body) or NONE
-    return body, NONE
+        return reply.error(body, status), NONE
+    try:  # any other status is a 2xx (relay.refuse turned 3xx away): the answer, as the front shapes it
+        return reply.whole(body), reply.usage() or NONE
+    except MALFORMED as exc:
+        raise AttemptFailed("malformed", f"answer could not be read: {describe(exc)}") from None
 
 
 def _translate_whole(call: UpstreamCall, body: bytes) -> bytes:

@@ -17,13 +17,15 @@ from aiohttp import web
 from backends import for_kind
 from backends.translate import Unsupported
 from backends.worker_said import describe
-from gateway import state, vram
+from gateway import load_options, state, vram
 from gateway.access import token_matches
 from gateway.admission import ANONYMOUS, Tenant, tenant_of
 from gateway.context import GATEWAY, Gateway
 from gateway.errors import BadRequest, GatewayError, NotFound, Unauthorized, UpstreamFailed
 from gateway.handlers.common import model_field, parse_object, read_body, resolve
 from gateway.keep_alive import govern, model_settings
+from gateway.load_options import LoadOptions
+from gateway.residency import serves
 from gateway.router import Need, choose
 from gateway.siblings import SIBLINGS
 from gateway.state import Snapshot, WorkerView
@@ -144,8 +146,9 @@ async def explain(request: web.Request) -> web.Response:
     if session is not None and not isinstance(session, str):
         raise BadRequest("session must be a string")
     tenant = _tenant(snap, data.get("client"))
+    options, shown = _load_options(snap, model, data.get("options"))
     need = Need(_count(data, "prompt_tokens", 0), _count(data, "num_predict", snap.config.routing.default_num_predict),
-                tenant.batch)
+                tenant.batch, options)
     queued = gw.admission.depth(model)
     # The whole order, not only the max_attempts candidates a request would try.
     plan = choose(snap, gw.load, model, session, queued, need, limit=len(snap.workers))
@@ -153,9 +156,10 @@ async def explain(request: web.Request) -> web.Response:
         "model": model, "verdict": plan.verdict, "reason": plan.reason, "note": plan.note, "queued": queued,
         "tenant": {"client": tenant.name or None, "weight": tenant.weight, "priority": tenant.priority},
         "keep_alive": _keep_alive(snap, model, data.get("keep_alive")),
+        "load_options": shown,
         "candidates": [{"worker": c.worker, "reason": c.reason, "loads": c.loads, "evicts": list(c.evicts)}
                        for c in plan.candidates],
-        "workers": {w.name: _facts(gw, w, model) for w in snap.workers.values()},
+        "workers": {w.name: _facts(gw, w, model) | _copy(gw, snap, w, model, options) for w in snap.workers.values()},
     })
 
 
@@ -165,6 +169,26 @@ def _keep_alive(snap: Snapshot, model: str, sent: object) -> dict:
         raise BadRequest("keep_alive must be a number of seconds or a duration such as \"5m\"")
     governed = govern(model_settings(snap, model), sent)
     return {"sent": governed.sent, "to_worker": governed.value, "rule": governed.rule}
+
+
+def _load_options(snap: Snapshot, model: str, sent: object) -> tuple[LoadOptions, dict]:
+    """The load-time options a request with `options` would be routed by, after the [models."X"]
+    rules (request_num_ctx, max_num_ctx, strip_load_options), and what explain shows of them."""
+    if sent is not None and not isinstance(sent, dict):
+        raise BadRequest("options must be an object, as in an Ollama request")
+    governed = load_options.govern(model_settings(snap, model), sent)
+    options = load_options.read_options(governed.options)
+    return options, {"sent_num_ctx": governed.sent_num_ctx, "rules": list(governed.rules),
+                     "routed_by": options.as_dict()}
+
+
+def _copy(gw: Gateway, snap: Snapshot, w: WorkerView, model: str, options: LoadOptions) -> dict:
+    """What is known of the worker's copy's load-time options, and whether it serves the request's."""
+    resident = w.resident.get(model)
+    sent = gw.load.copy_options(w.name, model)
+    return {"context_length": resident.context_length if resident else None,
+            "loaded_with": sent[0].as_dict() if sent else None,
+            "serves_options": serves(w, model, gw.load, options, load_options.train_ctx(snap, model))}
 
 
 def _tenant(snap: Snapshot, name: object) -> Tenant:

@@ -19,7 +19,7 @@ from aiohttp import web
 from backends.streams import LineTooLong, NdjsonSplitter, error_line
 from backends.worker_said import describe, error_detail
 from gateway.context import Gateway
-from gateway.errors import GatewayError, UpstreamFailed
+from gateway.errors import UpstreamFailed, error_response
 from gateway.outcome import Ended, Relayed
 from gateway.state import WorkerView
 
@@ -78,18 +78,18 @@ async def run_progress(request: web.Request, gw: Gateway, path: str, targets: li
     results = await asyncio.gather(*(_progress_one(gw, path, w, body, emit) for w in targets))
     await gw.prober.refresh(w.name for w in targets)
     failed = [r for r in results if not r.ok]
-    message = _failure_message(path, failed, len(results))
+    message, status = _failure_message(path, failed, len(results)), _failure_status(failed, len(results))
+    if failed and (out is None or not out.prepared):  # every emit is done: nothing else can start the stream
+        return _failed_whole(request, message, status)
     if out is None:
-        if failed:
-            raise _as_error(message, failed, len(results))
         return Relayed(web.json_response({"status": "success"}), 200, None, Ended.OK)
     async with lock:
         if not out.prepared:
             await out.prepare(request)
         await out.write(error_line(message) if failed else b'{"status":"success"}\n')
         await out.write_eof()
-    # A stream that failed on some worker is 200 on the wire and an upstream error in the record.
-    return Relayed(out, 502, None, Ended.FAILED) if failed else Relayed(out, 200, None, Ended.OK)
+    # A stream that failed once it had begun is 200 on the wire, and the failure's status in the record.
+    return Relayed(out, status, None, Ended.FAILED) if failed else Relayed(out, 200, None, Ended.OK)
 
 
 async def _progress_one(gw: Gateway, path: str, worker: WorkerView, body: bytes, emit: Emit) -> Result:
@@ -129,14 +129,26 @@ def _failure_message(path: str, failed: list[Result], total: int) -> str:
     return f"{op} failed on {len(failed)} of {total} workers: " + "; ".join(f"{r.worker}: {r.detail}" for r in failed)
 
 
-def _as_error(message: str, failed: list[Result], total: int) -> GatewayError:
-    """Every target refusing alike (a bad name, say) is the client's error; the rest is ours."""
+def _failure_status(failed: list[Result], total: int) -> int:
+    """The status of a progress operation that failed. Every target refusing alike with a 4xx (a bad
+    name, say) is the client's error, passed on. Every target failing otherwise is a 500, Ollama's
+    answer to a pull, push or create that failed. Some failing while the others succeeded is a 502:
+    half done is a failure of the gateway's fleet, one a single Ollama cannot have."""
+    if len(failed) < total:
+        return 502
     statuses = {r.status for r in failed}
-    if len(failed) == total and len(statuses) == 1 and (status := statuses.pop()) and 400 <= status < 500:
-        error = GatewayError(message)
-        error.status = status
-        return error
-    return UpstreamFailed(message)
+    if len(statuses) == 1 and (status := statuses.pop()) and 400 <= status < 500:
+        return status
+    return 500
+
+
+def _failed_whole(request: web.Request, message: str, status: int) -> Relayed:
+    """A failure known before any progress line went out: one answer with its status and the
+    front's error body, as Ollama answers a non-streamed operation and, since 0.12.6, a stream that
+    fails before its first line. Returned, not raised: the record must say the workers failed (a
+    refusal passed on, or an upstream error), where a raised 500 would count as the gateway's own fault."""
+    ended = Ended.CLIENT_ERROR if status < 500 else Ended.FAILED
+    return Relayed(error_response(request.path, status, message), status, None, ended)
 
 
 async def tee_upload(gw: Gateway, chunks: AsyncIterator[bytes], path: str, workers: list[WorkerView]) -> list[Result]:

@@ -69,6 +69,26 @@ _V1_RUN = struct("model", "stream", "max_tokens", "max_completion_tokens", "n", 
 _V1_CHAT = merged(_V1_RUN, struct("reasoning_effort", "top_logprobs"), messages=_V1_MESSAGE, tools=_TOOL,
                   reasoning=struct("effort"), response_format=struct("type", json_schema=struct("schema")))
 _V1_COMPLETION = merged(_V1_RUN, struct("prompt", "suffix"))
+# openai/responses.go: an input item is one of several structs by its type; their fields together.
+_V1_RESPONSES_TOOL = struct("type", "name", "description", "strict", "parameters", "tools")
+_V1_RESPONSES = struct(
+    "model", "background", "conversation", "include", "instructions", "max_output_tokens", "temperature",
+    "top_p", "truncation", "stream", "previous_response_id",
+    input=struct("id", "type", "role", "call_id", "name", "arguments", "output", "encrypted_content",
+                 content=struct("type", "text", "detail", "file_id", "image_url", "file_data", "file_url", "filename"),
+                 summary=struct("type", "text")),
+    reasoning=struct("effort", "generate_summary", "summary"),
+    text=struct(format=struct("type", "name", "schema", "strict")), tools=_V1_RESPONSES_TOOL)
+# anthropic/anthropic.go: MessagesRequest (Ollama 0.14+ serves /v1/messages; `system` and tool-result
+# `content` are `any`, decoded as maps and read exactly).
+_A_BLOCK = struct("type", "text", "citations", "id", "name", "input", "tool_use_id", "content", "is_error",
+                  "thinking", "signature", source=struct("type", "media_type", "data", "url"))
+_ANTHROPIC = struct("model", "max_tokens", "system", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+                    messages=struct("role", content=_A_BLOCK),
+                    tools=struct("type", "name", "description", "input_schema", "max_uses"),
+                    tool_choice=struct("type", "name", "disable_parallel_tool_use"),
+                    thinking=struct("type", "budget_tokens"), metadata=struct("user_id"),
+                    output_config=struct("effort"))
 
 FIELDS: Mapping[str, Struct] = {
     "/api/generate": _GENERATE,
@@ -84,6 +104,8 @@ FIELDS: Mapping[str, Struct] = {
     "/v1/chat/completions": _V1_CHAT,
     "/v1/completions": _V1_COMPLETION,
     "/v1/embeddings": struct("model", "input", "dimensions", "encoding_format"),
+    "/v1/responses": _V1_RESPONSES,
+    "/v1/messages": _ANTHROPIC,
 }
 
 # Go folds each rune to the smallest rune of its simple case-fold orbit (encoding/json foldName).

@@ -23,6 +23,7 @@ from gateway.errors import ModelNotFound, NoCapacity
 from gateway.handlers import unload
 from gateway.handlers.common import REQUEST_ID, account, read_object, resolve
 from gateway.keep_alive import governed_body
+from gateway.load_options import NO_OPTIONS, LoadOptions, governed_options, read_options
 from gateway.outcome import Asked, Ended, Trail, outcome_of, timer
 from gateway.router import CPU_REFUSED, UNKNOWN_MODEL, Need, Plan, choose
 from gateway.state import Snapshot
@@ -39,7 +40,6 @@ class Read:
     model: str
     predict: int
     stream: bool
-    unload: str = ""  # keep_alive 0: unload.ONLY (answered by unloading everywhere) or unload.AFTER
 
 
 Reader = Callable[[dict, Snapshot], Read]  # raises BadRequest when the body is not a valid request
@@ -64,25 +64,29 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
             data["model"] = model  # the worker knows the model by its own name, not our alias
             data.pop("name", None)
         kept = governed_body(snap, model, data) if api == "ollama" else None  # operators own keep-alive
-        if renamed or kept:
+        fixed = governed_options(snap, model, data) if api == "ollama" and wants.endpoint != "show" else None
+        if renamed or kept or fixed:
             body = orjson.dumps(data)
+        unloads = unload.unload_of(wants.endpoint, data) if api == "ollama" else ""  # keep_alive 0, as governed
         fair = snap.config.admission.fair_share
         tenant = tenant_of(request.get(CLIENT)) if fair else ANONYMOUS  # whose request this is in the queues
         client = request.get(CLIENT)
         asked = replace(asked, session=session_key(request, data, snap.config.routing.affinity),
-                        client=client.name if client else None, priority=tenant.priority)
-        if wants.unload == unload.ONLY:  # no worker runs it: every worker holding the model unloads it
+                        client=client.name if client else None, priority=tenant.priority,
+                        options=load_options_of(api, wants.endpoint, data))
+        if unloads == unload.ONLY:  # no worker runs it: every worker holding the model unloads it
             relayed = await unload.everywhere(gw, snap, asked, wants.model, trail)
             return relayed.response
         known = await shared_session(gw, asked.session)
-        need = Need(len(body) // 4, asked.predict, tenant.batch)
+        need = Need(len(body) // 4, asked.predict, tenant.batch, asked.options)
         waiting_since = timer()
         planned, plan = await plan_for(gw, model, asked.session, need, tenant)
         asked, waiting_since = replace(asked, queued_s=timer() - waiting_since), None
         if plan.verdict == UNKNOWN_MODEL:
             raise ModelNotFound(wants.model)
-        gw.inflight.requested(model, gw.clock())  # demand the warmer follows; only for models the fleet has
-        if wants.unload:  # it runs, then unloads: the warmer must not keep it loaded either
+        if asked.endpoint != "show":  # demand the warmer follows: inference (a show loads nothing), known models
+            gw.inflight.requested(model, gw.clock())
+        if unloads:  # it runs, then unloads: the warmer must not keep it loaded either
             gw.inflight.unloaded(model, gw.clock())
         if plan.verdict == CPU_REFUSED:
             raise NoCapacity(plan.note, planned.config.server.retry_after_s)
@@ -98,6 +102,15 @@ async def serve(request: web.Request, label: str, api: str, read: Reader) -> web
         if waiting_since is not None:  # refused or gone while waiting for its turn
             asked = replace(asked, queued_s=timer() - waiting_since)
         account(gw.metrics, snap, outcome_of(asked, trail, relayed, error))
+
+
+def load_options_of(api: str, endpoint: str, data: dict) -> LoadOptions | None:
+    """The load-time options a worker loads the model with for this request, read once here (after
+    the operators' rules): an Ollama request's `options`; the other fronts have none, so the worker's
+    defaults. None for a show, which loads nothing."""
+    if endpoint == "show":
+        return None
+    return read_options(data.get("options")) if api == "ollama" else NO_OPTIONS
 
 
 async def plan_for(gw: Gateway, model: str, session: str | None, need: Need,
@@ -138,8 +151,13 @@ def session_key(request: web.Request, data: dict, affinity: bool) -> str | None:
     if not affinity:
         return None
     messages = data.get("messages")
+    if messages is None and request.path == "/v1/responses":  # the Responses API: instructions, then input
+        given = data.get("input")
+        messages = [{"role": "system", "content": data.get("instructions")},
+                    *(given if isinstance(given, list) else [{"role": "user", "content": given}])]
     if isinstance(messages, list):
-        system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), "")
+        system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"),
+                      data.get("system", ""))  # Anthropic's Messages API keeps the system prompt at the top
         first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
     else:
         system, first = data.get("system", ""), data.get("prompt", "")

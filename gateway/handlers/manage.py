@@ -3,7 +3,9 @@
 Each operation has a target set (pull/create: every GPU worker unless the model's
 `pull_to` says otherwise; copy/delete: the workers holding the model; push: one holder).
 Progress streams are merged line by line with a `worker` field; success is reported only
-when every target succeeded, otherwise an error names the workers that failed.
+when every target succeeded, otherwise an error names the workers that failed: with Ollama's
+status for a failed pull when every target failed (500, or the 4xx they all answered), 502 when
+only some did, and as the last line of a stream that had begun (handlers/fanout.py).
 A key's `models` list holds here too: every model name an operation reads or writes is judged,
 and a key Ollama's Go decoder would read in place of a judged one (`Model`, `FROM`) is refused.
 """

@@ -10,6 +10,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from backends.base import ResidentModel
+from backends.ollama import timestamp
 from gateway.access import allowed_models
 from gateway.context import GATEWAY
 from gateway.errors import BadRequest, NoCapacity
@@ -26,7 +28,9 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
-    """chat, generate, embed, embeddings and show: one worker answers, chosen by the router."""
+    """chat, generate, embed, embeddings and show: one worker answers, chosen by the router; an
+    unload (keep_alive 0 and nothing to run) goes to every worker holding the model (handlers/unload.py,
+    from handlers/inference.py once the operator's keep-alive rules have had their say)."""
     endpoint = request.path.rsplit("/", 1)[-1]
 
     def read(data: dict, snap: Snapshot) -> Read:
@@ -84,10 +88,10 @@ def _merge_tags(snap: Snapshot) -> dict[str, dict]:
 
 
 async def ps(request: web.Request) -> web.Response:
-    """What is loaded now. A healthy worker's picture is probed afresh when it is older than
-    `[server] ps_fresh_s`, or when the gateway sent it a request since or has one in flight
-    there (that may have loaded a model); but no worker is probed for ps more than once per
-    ps_fresh_s. So a loop of calls cannot amplify onto the workers, and a call right after a
+    """What is loaded now, each model once (see _ps_entry). A healthy worker's picture is probed
+    afresh when it is older than `[server] ps_fresh_s`, or when the gateway sent it a request since
+    or has one in flight there (that may have loaded a model); but no worker is probed for ps more
+    than once per ps_fresh_s. So a loop of calls cannot amplify onto the workers, and a call right after a
     generate waits a moment rather than answer what it knows is stale."""
     gw = request.app[GATEWAY]
     snap, now = gw.holder.current, gw.clock()
@@ -96,14 +100,35 @@ async def ps(request: web.Request) -> web.Response:
              if w.probed_at is None or now - w.probed_at >= fresh_s or gw.inflight.active_models(w.name, w.probed_at)]
     if stale:
         await gw.prober.fresh(stale, fresh_s)
-    models = []
-    for worker in gw.holder.current.up_workers():
-        for name in allowed_models(request, list(worker.resident)):
-            r = worker.resident[name]
-            models.append({"name": name, "model": name, "expires_at": r.expires_at, **r.raw,
-                           "size": r.size, "size_vram": r.size_vram, "context_length": r.context_length,
-                           "worker": worker.name})
-    return web.json_response({"models": models}, dumps=_dumps)
+    return web.json_response({"models": _merge_ps(request, gw.holder.current)}, dumps=_dumps)
+
+
+def _merge_ps(request: web.Request, snap: Snapshot) -> list[dict]:
+    """Each loaded model once, as Ollama lists it, with `workers`: every healthy worker holding a
+    copy. Longest remaining first, as Ollama orders its ps."""
+    copies: dict[str, list[tuple[str, ResidentModel]]] = {}
+    for worker in snap.up_workers():
+        for name, resident in worker.resident.items():
+            copies.setdefault(name, []).append((worker.name, resident))
+    merged = [_ps_entry(name, copies[name]) for name in allowed_models(request, list(copies))]
+    return sorted(merged, key=lambda m: _expiry(m.get("expires_at")), reverse=True)  # stable: ties keep order
+
+
+def _ps_entry(name: str, copies: list[tuple[str, ResidentModel]]) -> dict:
+    """One row for a model loaded on several workers. Its size, size_vram and context_length are one
+    copy's, not a sum: a client reads them as the model's footprint and how much of it is on the GPU
+    (`ollama ps` shows SIZE and PROCESSOR from them). The copy is the one that stays loaded longest,
+    so expires_at is the latest: the model is loaded somewhere until then."""
+    r = max((resident for _, resident in copies), key=lambda c: _expiry(c.expires_at))  # the first among equals
+    return {"name": name, "model": name, "expires_at": r.expires_at, **r.raw,
+            "size": r.size, "size_vram": r.size_vram, "context_length": r.context_length,
+            "workers": [worker for worker, _ in copies]}
+
+
+def _expiry(text: object) -> float:
+    """expires_at as seconds, an unreadable or missing one before every other."""
+    seconds = timestamp(text)
+    return float("-inf") if seconds is None else seconds
 
 
 def _dumps(obj: object) -> str:

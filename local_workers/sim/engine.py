@@ -1,6 +1,7 @@
 """The simulated worker's state machine, as Ollama's scheduler behaves: residency in a VRAM budget
 (or, on a CPU worker, only a count), loads one at a time, eviction of idle models whose keep-alive
-ends soonest, per-model parallel slots with a FIFO wait, a bounded queue, keep-alive expiry.
+ends soonest, per-model parallel slots with a FIFO wait, a bounded queue, keep-alive expiry, and a
+reload when the next request in line asks other runner options (num_ctx...) than the copy's.
 
 No HTTP here (the aiohttp handlers drive it) and no gateway imports. Time is the event loop's.
 """
@@ -13,9 +14,9 @@ import time
 from collections import deque
 
 from local_workers.sim.models import GIB, SimModel, default_registry, normalise
-from local_workers.sim.records import MODES, SLOWDOWN, Busy, ModelGone, Resident, Stats
+from local_workers.sim.records import MODES, SLOWDOWN, Busy, ModelGone, Resident, Runner, Stats
 
-__all__ = ["MODES", "Busy", "ModelGone", "Resident", "SimWorker", "Stats"]
+__all__ = ["MODES", "Busy", "ModelGone", "Resident", "Runner", "SimWorker", "Stats"]
 
 
 class SimWorker:
@@ -49,6 +50,7 @@ class SimWorker:
         self.active = 0
         self.queued = 0
         self._waiting: dict[str, deque[asyncio.Future]] = {}
+        self._wants: dict[asyncio.Future, Runner] = {}  # the runner options each waiting request asks
         self._load_queue: deque[SimModel] = deque()
         self._loader: asyncio.Task | None = None
         self._room = asyncio.Event()  # a model went idle or was unloaded: a waiting load looks again
@@ -95,20 +97,31 @@ class SimWorker:
         return 0 if self.mode == "gpu_lost" else res.size_vram
 
     # -- slots ---------------------------------------------------------------------------------------
-    async def acquire(self, model: SimModel, keep_alive_s: float) -> Resident:
-        """A slot on a loaded copy of `model`, loading it first if needed (FIFO behind earlier requests)."""
+    def default_num_ctx(self, model: SimModel) -> int:
+        """Ollama's automatic context for this worker's VRAM (4096 below 23 GiB, 32768 below 47 GiB,
+        else 262144), at most the model's training context."""
+        gib = self.vram_bytes / 1024**3
+        return min(262144 if gib >= 47 else 32768 if gib >= 23 else 4096, model.context_length)
+
+    async def acquire(self, model: SimModel, keep_alive_s: float, runner: Runner | None = None) -> Resident:
+        """A slot on a loaded copy of `model` with these runner options (the worker's defaults when
+        None), loading it first if needed (FIFO behind earlier requests), reloading a copy with others."""
+        runner = runner or Runner(self.default_num_ctx(model))
         res = self.loaded.get(model.name)
         if res is not None and res.ready_at is not None and not res.draining \
-                and res.active < self.num_parallel and model.name not in self._waiting:
+                and res.active < self.num_parallel and model.name not in self._waiting and res.runner.serves(runner):
             self._occupy(res, keep_alive_s)
             return res
         if self.queued >= self.max_queue:
             raise Busy()
         fut = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(model.name, deque()).append(fut)
+        self._wants[fut] = runner
         self.queued += 1
         if res is None:
             self._want_load(model)
+        elif not res.runner.serves(runner):
+            self._grant(res)  # an idle copy with other options reloads at once, when this request is first in line
         try:
             res = await fut
         except asyncio.CancelledError:
@@ -126,6 +139,7 @@ class SimWorker:
 
     def _abandon(self, name: str, fut: asyncio.Future) -> None:
         """The client left while waiting. Whoever settles a waiter takes it off `queued`."""
+        self._wants.pop(fut, None)
         if fut.done() and not fut.cancelled():
             if fut.exception() is None:
                 self.release(fut.result())  # granted in the same instant the client left
@@ -142,7 +156,11 @@ class SimWorker:
         """Hand free slots to the requests waiting for this model, oldest first."""
         queue = self._waiting.get(res.model.name)
         while queue and res.ready_at is not None and not res.draining and res.active < self.num_parallel:
+            if not queue[0].done() and not res.runner.serves(self._wants.get(queue[0], res.runner)):
+                self._reload(res)  # as Ollama's scheduler: the next in line needs other runner options
+                return
             fut = queue.popleft()
+            self._wants.pop(fut, None)
             if not fut.done():
                 self.queued -= 1
                 res.active += 1
@@ -158,7 +176,7 @@ class SimWorker:
         if res.active:
             return
         if res.draining or res.keep_alive_s <= 0:
-            self._unload(res, evicted=res.draining and res.model.name in self.disk)
+            self._unload(res, evicted=res.draining and not res.reloading and res.model.name in self.disk)
             return
         res.expires_at = time.monotonic() + res.keep_alive_s
         if res.expires_at < self._reap_at:
@@ -189,8 +207,11 @@ class SimWorker:
             await self._room.wait()
         used = sum(r.size_vram for r in self.loaded.values())
         size_vram = 0 if self.tier == "cpu" else min(model.size_bytes, self.vram_bytes - used)
+        waiting = [f for f in self._waiting.get(model.name, ()) if not f.done()]
+        runner = self._wants.get(waiting[0]) if waiting else None  # loaded for the first in line
         res = Resident(model, size_vram, self.default_keep_alive_s,
-                       expires_at=time.monotonic() + self.default_keep_alive_s)
+                       expires_at=time.monotonic() + self.default_keep_alive_s,
+                       runner=runner or Runner(self.default_num_ctx(model)))
         self.loaded[model.name] = res  # listed in /api/ps while loading, as Ollama lists a starting runner
         await asyncio.sleep(model.size_gib * self.load_s_per_gib)
         res.ready_at = time.monotonic()
@@ -234,6 +255,13 @@ class SimWorker:
                 free += res.size_vram
                 count -= 1
 
+    def _reload(self, res: Resident) -> None:
+        """Take no new requests on this copy; once its last request ends, unload it and load the
+        model again for the requests waiting (Ollama's needsReload)."""
+        res.draining = res.reloading = True
+        if res.idle:
+            self._unload(res)
+
     def _unload(self, res: Resident, evicted: bool = False) -> None:
         name = res.model.name
         if self.loaded.get(name) is not res:
@@ -248,6 +276,7 @@ class SimWorker:
                 self._want_load(res.model)
             else:
                 for fut in self._waiting.pop(name):
+                    self._wants.pop(fut, None)
                     if not fut.done():
                         self.queued -= 1
                         fut.set_exception(ModelGone(name))

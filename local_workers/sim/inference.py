@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
+from local_workers.sim.capabilities import refusal, tool_call
 from local_workers.sim.content import Tokens, answer_length, count_tokens, paced
-from local_workers.sim.engine import Busy, ModelGone, Resident, SimWorker
+from local_workers.sim.engine import Busy, ModelGone, Resident, Runner, SimWorker
 from local_workers.sim.models import SimModel, parse_keep_alive
 from local_workers.sim.wire import (
     BUSY,
@@ -43,6 +44,14 @@ def requested_model(worker: SimWorker, data: dict) -> tuple[str, SimModel]:
     return name, model
 
 
+def refuse_unsupported(model: SimModel, name: str, data: dict, chat: bool) -> None:
+    """SimError 400 as Ollama answers `think`, `tools` or `suffix` for a model without the
+    capability (capabilities.py), before anything is loaded."""
+    message = refusal(model, name, data, chat)
+    if message:
+        raise SimError(400, message)
+
+
 def keep_alive_of(worker: SimWorker, data: dict) -> float:
     try:
         return parse_keep_alive(data.get("keep_alive"), worker.default_keep_alive_s)
@@ -50,9 +59,9 @@ def keep_alive_of(worker: SimWorker, data: dict) -> float:
         raise SimError(400, str(exc)) from None
 
 
-async def acquire(worker: SimWorker, model: SimModel, keep_alive_s: float) -> Resident:
+async def acquire(worker: SimWorker, model: SimModel, keep_alive_s: float, runner: Runner | None = None) -> Resident:
     try:
-        return await worker.acquire(model, keep_alive_s)
+        return await worker.acquire(model, keep_alive_s, runner)
     except Busy:
         raise SimError(503, BUSY) from None
     except ModelGone:
@@ -89,11 +98,15 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
     data = await read_json(request)
     name, model = requested_model(worker, data)
     keep_alive_s = keep_alive_of(worker, data)
-    if not (data.get("messages") if chat else data.get("prompt")):
-        return await _load_only(worker, model, name, keep_alive_s, chat)
+    empty = not (data.get("messages") if chat else data.get("prompt"))
+    if not (empty and keep_alive_s == 0):  # an unload is never refused, as in Ollama's handlers
+        refuse_unsupported(model, name, data, chat)
+    runner = runner_of(worker, model, data.get("options"))
+    if empty:
+        return await _load_only(worker, model, name, keep_alive_s, chat, runner)
     started = time.monotonic()
     try:
-        res = await acquire(worker, model, keep_alive_s)
+        res = await acquire(worker, model, keep_alive_s, runner)
         try:
             answer = Answer(worker, res, name, data, chat, started)
             return await (answer.stream(request) if want_stream(data) else answer.whole(request))
@@ -106,13 +119,13 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
 
 
 async def _load_only(worker: SimWorker, model: SimModel, name: str, keep_alive_s: float,
-                     chat: bool) -> web.Response:
+                     chat: bool, runner: Runner | None = None) -> web.Response:
     """An empty prompt only loads the model; with keep_alive 0 it unloads it instead."""
     if keep_alive_s == 0:
         worker.expire_after_use(model.name)
         reason = "unload"
     else:
-        worker.release(await acquire(worker, model, keep_alive_s))
+        worker.release(await acquire(worker, model, keep_alive_s, runner))
         reason = "load"
     body: dict[str, object] = {"model": name, "created_at": now_iso()}
     body |= {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
@@ -136,9 +149,21 @@ def context_of(worker: SimWorker, model: SimModel, options: dict) -> int:
     training context."""
     asked = integer_option(options, "num_ctx")
     if asked is None or asked <= 0:
-        gib = worker.vram_bytes / 1024**3
-        asked = 262144 if gib >= 47 else 32768 if gib >= 23 else 4096
+        return worker.default_num_ctx(model)
     return min(max(4, asked), model.context_length)
+
+
+def runner_of(worker: SimWorker, model: SimModel, options: object) -> Runner:
+    """The runner options a request asks, as Ollama's needsReload compares them: num_ctx as
+    settled, num_gpu (negative or absent: any), num_batch, main_gpu, use_mmap, num_thread,
+    draft_num_predict with Ollama's defaults (512, unset, unset, 0, 4)."""
+    given = options if isinstance(options, dict) else {}
+    num_gpu = integer_option(given, "num_gpu")
+    mmap = given.get("use_mmap")
+    others = (integer_option(given, "num_batch") or 512, integer_option(given, "main_gpu"),
+              mmap if isinstance(mmap, bool) else None, integer_option(given, "num_thread") or 0,
+              integer_option(given, "draft_num_predict") or 4)
+    return Runner(context_of(worker, model, given), -1 if num_gpu is None else num_gpu, others)
 
 
 def prompt_tokens(count: int, num_ctx: int, shift: bool) -> int:
@@ -264,16 +289,13 @@ def _prompt_text(data: dict, chat: bool) -> str:
 
 
 def _tool_calls(data: dict) -> list[dict] | None:
-    """With tools offered and the user speaking last, the model calls the first tool."""
+    """The one call the model makes when offered tools (capabilities.tool_call says which, and with
+    what arguments), or None."""
     tools, messages = data.get("tools"), data.get("messages")
-    if not tools or not isinstance(tools, list) or not isinstance(messages, list) or not messages:
+    if not isinstance(tools, list) or not isinstance(messages, list):
         return None
-    last = messages[-1] if isinstance(messages[-1], dict) else {}
-    if last.get("role") != "user":
-        return None
-    function = tools[0].get("function") if isinstance(tools[0], dict) else None
-    name = function.get("name") if isinstance(function, dict) else None
-    return [{"function": {"name": name or "tool", "arguments": {}}}]
+    call = tool_call(tools, messages)
+    return [call] if call else None
 
 
 def misbehaviour(request: web.Request, worker: SimWorker) -> web.Response | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GIB = 1024**3
 BYTES_PER_PARAM = 0.6  # a Q4_K_M GGUF holds roughly 0.6 bytes per parameter
@@ -19,6 +19,10 @@ _DEFAULT_PREFIXES = ("registry.ollama.ai/library/", "registry.ollama.ai/", "libr
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _PARAMS = re.compile(r"(\d+(?:\.\d+)?)([mb])", re.IGNORECASE)
+# The vector length of the embedding models in Ollama's library whose tags all share one, for a model
+# spec that names them; any other model gets SimModel's default (all-minilm's 384).
+EMBEDDING_LENGTHS = {"nomic-embed-text": 768, "mxbai-embed-large": 1024, "all-minilm": 384, "bge-m3": 1024,
+                     "bge-large": 1024, "snowflake-arctic-embed2": 1024}
 
 
 def parse_size(text: str) -> int:
@@ -119,13 +123,16 @@ class SimModel:
 
 
 def parse_models(text: str) -> list[SimModel]:
-    """'a:1b=1.3GiB,b:7b=4.1GiB' -> models; a name without a tag gets `:latest`."""
+    """'a:1b=1.3GiB,b:7b=4.1GiB' -> models; a name without a tag gets `:latest`, and an embedding
+    model of Ollama's library its real vector length (EMBEDDING_LENGTHS)."""
     models = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, size = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"model spec must be NAME=SIZE (e.g. llama3.2:1b=1.3GiB), got {item!r}")
-        models.append(SimModel(name, parse_size(size)))
+        model = SimModel(name, parse_size(size))
+        width = EMBEDDING_LENGTHS.get(model.name.rpartition(":")[0])
+        models.append(model if width is None else replace(model, embedding_length=width))
     return models
 
 

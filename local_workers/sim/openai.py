@@ -23,11 +23,15 @@ from local_workers.sim.inference import (
     drop_connection,
     keep_alive_of,
     misbehaviour,
+    refuse_unsupported,
     send_tokens,
 )
 from local_workers.sim.models import SimModel
 from local_workers.sim.wire import SIM_WORKER, SimError, json_response, read_json
 
+# Ollama's thinkFromReasoningEffort: OpenAI's efforts clamped to Ollama's think levels
+_EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+                                   "max": "max", "xhigh": "max", "ultra": "max"}
 _FAILURE = b'data: {"error":{"message":"simulated failure","type":"api_error","param":null,"code":null}}\n\n'
 
 
@@ -79,8 +83,20 @@ def _native(data: dict, chat: bool) -> dict:
     native: dict = {"options": {"num_predict": limit} if isinstance(limit, int) and limit > 0 else {},
                     "format": schema or ("json" if kind in ("json_object", "json_schema") else None)}
     if chat:
-        return native | {"messages": data.get("messages"), "tools": data.get("tools")}
-    return native | {"prompt": data.get("prompt")}
+        return native | {"messages": data.get("messages"), "tools": data.get("tools"), "think": _think(data)}
+    return native | {"prompt": data.get("prompt"), "suffix": data.get("suffix")}
+
+
+def _think(data: dict) -> bool | str | None:
+    """`reasoning.effort` (else `reasoning_effort`) as Ollama's think value; None when not asked."""
+    reasoning = data.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else data.get("reasoning_effort")
+    if effort in (None, ""):
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORTS:
+        raise SimError(400, f'invalid reasoning value: "{effort}" (must be "minimal", "low", "medium", "high", '
+                            '"xhigh", "ultra", "max", or "none")')
+    return _EFFORTS[effort]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -97,11 +113,13 @@ async def _complete(request: web.Request, chat: bool) -> web.StreamResponse:
     if chat and not (isinstance(data.get("messages"), list) and data["messages"]):
         raise SimError(400, "[] is too short - 'messages'")
     keep_alive_s = keep_alive_of(worker, data)
+    native = _native(data, chat)
+    refuse_unsupported(model, name, native, chat)
     started = time.monotonic()
     try:
         res = await acquire(worker, model, keep_alive_s)
         try:
-            answer = Answer(worker, res, name, _native(data, chat), chat, started)
+            answer = Answer(worker, res, name, native, chat, started)
             sse = Sse(request, answer, chat, data)
             return await (sse.stream() if data.get("stream") else sse.whole())
         finally:

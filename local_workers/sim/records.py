@@ -1,5 +1,6 @@
-"""Plain records of the simulated worker's state: its modes, a resident model, the counters
-tests read, and the two ways a wait for a slot can end without one.
+"""Plain records of the simulated worker's state: its modes, a resident model and the runner
+options it was loaded with, the counters tests read, and the two ways a wait for a slot can end
+without one.
 
 Data only: the engine in engine.py changes these; nothing here does I/O or keeps time.
 """
@@ -24,6 +25,20 @@ class ModelGone(Exception):
     """The model was deleted while a request waited for it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Runner:
+    """The runner options a copy is loaded with, as Ollama's needsReload compares them: num_ctx as
+    settled (clamped), num_gpu (a request's negative value matches any copy), and the rest as read."""
+
+    num_ctx: int
+    num_gpu: int = -1
+    others: tuple = ()
+
+    def serves(self, asked: Runner) -> bool:
+        return (self.num_ctx == asked.num_ctx and self.others == asked.others
+                and (asked.num_gpu < 0 or asked.num_gpu == self.num_gpu))
+
+
 @dataclass(slots=True, eq=False)
 class Resident:
     """One loaded (or loading) model. `draining`: unload as soon as its last request ends."""
@@ -35,6 +50,8 @@ class Resident:
     expires_at: float = math.inf
     active: int = 0
     draining: bool = False
+    runner: Runner = Runner(0)  # what it was loaded with; a request that asks other options reloads it
+    reloading: bool = False  # draining to load again with the next request's options (not an eviction)
 
     @property
     def idle(self) -> bool:

@@ -69,6 +69,15 @@ async def test_pull_streams_progress_and_ends_with_success(client):
     assert "qwen2.5:0.5b" in {m.model for m in (await client.list()).models}
 
 
+async def test_a_pull_no_worker_can_do_raises_as_against_ollama(client):
+    with pytest.raises(ollama.ResponseError) as info:
+        await client.pull("no-such-model:1b")
+    assert info.value.status_code == 500 and "file does not exist" in info.value.error
+    with pytest.raises(ollama.ResponseError) as info:
+        [p async for p in await client.pull("no-such-model:1b", stream=True)]
+    assert "file does not exist" in info.value.error
+
+
 async def test_copy_and_delete(client):
     await client.copy("llama3.2:1b", "my-copy")
     assert "my-copy:latest" in {m.model for m in (await client.list()).models}

@@ -21,10 +21,10 @@ def probes_seen(fleet) -> dict[str, int]:
     return {name: worker.stats.requests["/api/ps"] for name, worker in fleet.workers.items()}
 
 
-async def ps(fleet) -> list[tuple[str, str]]:
+async def ps(fleet) -> list[tuple[str, list[str]]]:
     async with fleet.get("/api/ps") as resp:
         assert resp.status == 200
-        return [(m["name"], m["worker"]) for m in (await resp.json())["models"]]
+        return [(m["name"], m["workers"]) for m in (await resp.json())["models"]]
 
 
 async def test_a_loop_of_ps_calls_costs_each_worker_at_most_one_probe_per_ps_fresh_s(start_fleet):
@@ -42,7 +42,7 @@ async def test_a_loop_of_ps_calls_costs_each_worker_at_most_one_probe_per_ps_fre
         worker = resp.headers["X-Beacon-Worker"]
     clock.now += 1.5
     answers = await asyncio.gather(*(ps(fleet) for _ in range(30)))
-    assert all(answer == [("llama3.2:1b", worker)] for answer in answers), "past ps_fresh_s the answer is fresh"
+    assert all(answer == [("llama3.2:1b", [worker])] for answer in answers), "past ps_fresh_s the answer is fresh"
     assert probes_seen(fleet) == {name: n + 1 for name, n in started.items()}, "30 callers, one probe each worker"
     for _ in range(30):
         await ps(fleet)
@@ -71,6 +71,6 @@ async def test_a_ps_right_after_a_generate_shows_what_it_loaded_without_breaking
     for _ in range(8):
         async with fleet.post("/api/generate", {"model": "llama3.2:1b", "prompt": "x", "stream": False}) as resp:
             assert resp.status == 200
-        assert await ps(fleet) == [("llama3.2:1b", "gpu0")]
+        assert await ps(fleet) == [("llama3.2:1b", ["gpu0"])]
     probed = probes_seen(fleet)["gpu0"] - started
     assert 1 <= probed <= (time.monotonic() - begun) / 0.2 + 1, "no more than one probe per ps_fresh_s"

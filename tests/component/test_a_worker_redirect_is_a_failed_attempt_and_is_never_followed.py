@@ -89,14 +89,14 @@ async def test_fan_out_and_warm_ups_answered_with_a_redirect_fail_naming_the_wor
     for path in ("/api/delete", "/api/copy", "/api/pull", "/api/generate"):
         evil.routes[path] = redirect(target)
     fleet = await start_fleet(WorkerSpec("evil", url=evil_url), config_extra=FAST, admin_token=TOKEN)
-    calls = [("DELETE", "/api/delete", {"model": MODEL}),
-             ("POST", "/api/copy", {"source": MODEL, "destination": "copy:1b"}),
-             ("POST", "/api/pull", {"model": MODEL, "stream": False}),
-             ("POST", "/admin/workers/evil/warm", {"model": MODEL})]
-    for method, path, body in calls:
+    calls = [("DELETE", "/api/delete", {"model": MODEL}, 502),
+             ("POST", "/api/copy", {"source": MODEL, "destination": "copy:1b"}, 502),
+             ("POST", "/api/pull", {"model": MODEL, "stream": False}, 500),  # Ollama's status for a failed pull
+             ("POST", "/admin/workers/evil/warm", {"model": MODEL}, 502)]
+    for method, path, body, status in calls:
         async with fleet.http.request(method, fleet.url + path, json=body,
                                       headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
-            assert resp.status == 502, (path, await resp.text())
+            assert resp.status == status, (path, await resp.text())
             message = (await resp.json())["error"]
         assert "evil" in message and "redirect" in message and "127.0.0.1" not in message, (path, message)
     assert internal.hits == []

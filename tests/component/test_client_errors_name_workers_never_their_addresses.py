@@ -37,12 +37,12 @@ async def test_fan_out_and_admin_failures_name_the_worker_and_not_its_address(st
     url = fleet.worker_urls["gpu0"]
     await fleet.stop_worker("gpu0")
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    for method, path, body in [("DELETE", "/api/delete", {"model": "llama3.2:1b"}),
-                               ("POST", "/api/pull", {"model": "llama3.2:1b", "stream": False}),
-                               ("POST", "/admin/workers/gpu0/warm", {"model": "llama3.2:1b"})]:
+    for method, path, body, status in [("DELETE", "/api/delete", {"model": "llama3.2:1b"}, 502),
+                                       ("POST", "/api/pull", {"model": "llama3.2:1b", "stream": False}, 500),
+                                       ("POST", "/admin/workers/gpu0/warm", {"model": "llama3.2:1b"}, 502)]:
         await fleet.probe()  # probes failing below the threshold keep gpu0 up: the call itself fails
         async with fleet.http.request(method, fleet.url + path, json=body, headers=auth) as resp:
-            assert resp.status == 502, (path, await resp.text())
+            assert resp.status == status, (path, await resp.text())
             assert_names_only((await resp.json())["error"], "gpu0", url)
     error = fleet.gateway.holder.current.worker("gpu0").last_error
     assert "cannot connect" in error and str(urlsplit(url).port) not in error  # /health shows this one

@@ -1,5 +1,7 @@
 import orjson
+from aiohttp import web
 
+from tests.component.fake_workers import FakeWorker
 from tests.conftest import WorkerSpec
 
 
@@ -37,10 +39,47 @@ async def test_pull_failing_on_one_worker_ends_with_an_error_naming_it(start_fle
         assert resp.status == 502 and "gpu1" in (await resp.json())["error"]
 
 
-async def test_pulling_a_model_no_registry_has_is_an_error(start_fleet):
-    fleet = await start_fleet(WorkerSpec("gpu0"))
+async def test_a_pull_failing_on_every_worker_answers_as_ollama_does(start_fleet):
+    """Ollama answers a failed pull 500 {"error"} when not streamed, and ends a begun stream with an
+    error line (200 on the wire); a failure before the first line is a 500 too."""
+    fleet = await start_fleet(WorkerSpec("gpu0"), WorkerSpec("gpu1"))
     lines = await progress(fleet, "/api/pull", {"model": "no-such-model:1b"})
-    assert "file does not exist" in lines[-1]["error"]
+    assert {line["worker"] for line in lines[:-1]} == {"gpu0", "gpu1"}
+    assert "failed on 2 of 2 workers" in lines[-1]["error"] and "file does not exist" in lines[-1]["error"]
+    async with fleet.post("/api/pull", {"model": "no-such-model:1b", "stream": False}) as resp:
+        assert resp.status == 500 and resp.content_type == "application/json"
+        assert "file does not exist" in (await resp.json())["error"]
+    await fleet.stop_worker("gpu0")
+    await fleet.stop_worker("gpu1")
+    async with fleet.post("/api/pull", {"model": "qwen2.5:0.5b"}) as resp:
+        assert resp.status == 500 and resp.content_type == "application/json", "no line went out before it failed"
+        error = (await resp.json())["error"]
+    assert "gpu0" in error and "gpu1" in error
+    async with fleet.get("/metrics") as resp:
+        text = await resp.text()
+    requests = [line for line in text.splitlines() if line.startswith("beacon_requests_total{")]
+    assert requests == ['beacon_requests_total{endpoint="pull",model="other",outcome="upstream_error",'
+                        'worker="several"} 3.0'], "each of the three: the workers failed, not the gateway"
+
+
+async def test_a_pull_every_worker_refuses_alike_passes_their_status_on(start_fleet, aiohttp_server):
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": "insecure protocol http"}, status=400)
+
+    specs = []
+    for name in ("gpu0", "gpu1"):
+        fake = FakeWorker()
+        fake.routes["/api/pull"] = refuse
+        specs.append(WorkerSpec(name, url=str((await aiohttp_server(fake.app())).make_url("")).rstrip("/")))
+    fleet = await start_fleet(*specs)
+    for stream in (True, False):
+        async with fleet.post("/api/pull", {"model": "llama3.2:1b", "stream": stream}) as resp:
+            assert resp.status == 400 and resp.content_type == "application/json", stream
+            assert "failed on 2 of 2 workers" in (error := (await resp.json())["error"]) and "insecure" in error
+    async with fleet.get("/metrics") as resp:
+        text = await resp.text()
+    assert 'beacon_requests_total{endpoint="pull",model="llama3.2:1b",outcome="client_error",worker="several"} 2.0' \
+        in text, "a refusal the workers made, passed on"
 
 
 async def test_copy_then_delete_reach_every_worker_holding_the_model(start_fleet):

@@ -128,7 +128,7 @@ async def test_embeddings_are_deterministic_unit_vectors(sim):
     worker, client = await sim()
     one = await (await client.post("/api/embed", json={"model": "nomic-embed-text", "input": ["x", "y"]})).json()
     two = await (await client.post("/api/embed", json={"model": "nomic-embed-text", "input": "x"})).json()
-    assert len(one["embeddings"]) == 2 and len(one["embeddings"][0]) == 384
+    assert len(one["embeddings"]) == 2 and len(one["embeddings"][0]) == 768, "nomic-embed-text's real width"
     assert one["embeddings"][0] == two["embeddings"][0] != one["embeddings"][1]
     assert abs(sum(v * v for v in one["embeddings"][0]) - 1.0) < 1e-9
     assert one["model"] == "nomic-embed-text" and one["prompt_eval_count"] == 2 and one["load_duration"] > 0
@@ -160,7 +160,7 @@ async def test_root_version_tags_and_show_look_like_ollama(sim):
                                 "parameter_size": "1B", "quantization_level": "Q4_K_M"}
     assert datetime.fromisoformat(entry["modified_at"]).utcoffset() is not None
     show = await (await client.post("/api/show", json={"name": "a:1b"})).json()
-    assert show["capabilities"] == ["completion"] and show["details"] == entry["details"]
+    assert show["capabilities"] == ["completion", "tools"] and show["details"] == entry["details"]
     assert show["model_info"]["general.architecture"] == "llama"
     assert show["model_info"]["general.parameter_count"] == 1_000_000_000
     assert show["model_info"]["llama.context_length"] == 4096 and show["model_info"]["llama.embedding_length"] == 384

@@ -14,7 +14,7 @@ from gateway.gpu import GpuReading, GpuStatus
 from gateway.metrics import CLUSTER_MODES, FAILOVER_REASONS, STATES
 from gateway.outcome import Kind
 from tests.conftest import WorkerSpec
-from tests.deploy.conftest import DEPLOY, ROOT, load_yaml_docs
+from tests.deploy.conftest import DEPLOY, load_yaml_docs
 
 NAME = re.compile(r"\b((?:beacon|process)_[a-z0-9_]+|up)\b(?!\s*\()")
 SELECTOR = re.compile(r'\b(outcome|state|reason|result|kind|tier|mode)\s*=~?\s*"([^"]+)"')

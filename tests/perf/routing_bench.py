@@ -2,9 +2,13 @@
 outstanding requests, our router (gateway.router.choose, the real code, behind a model of admission's
 queue) and an offline baseline for loads (Belady). Prints a table, writes JSON. The fleet model is
 tests/perf/routing_sim.py, the same for every policy; nothing here may tune it for one policy.
+With --num-ctx-mix, clients send a mix of num_ctx values (a copy reloads for another one), and our
+router also runs blind to load-time options (as before it compared them) and with the operator's
+[models."X"] request_num_ctx fixing every request's num_ctx.
 
     python -m tests.perf.routing_bench [--requests 20000] [--seed 1] [--zipf 0.9,1.1,1.3] [--gpus 4]
-                                       [--vram-gib 48] [--json out/routing-bench.json]
+                                       [--vram-gib 48] [--num-ctx-mix none:0.6,8192:0.25,32768:0.15]
+                                       [--json out/routing-bench.json]
 """
 
 from __future__ import annotations
@@ -15,14 +19,26 @@ import json
 import time
 from collections import Counter, defaultdict, deque
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from backends.base import ModelEntry, Probe, ResidentModel
 from gateway import state
 from gateway.config import parse_config
 from gateway.inflight import InFlight
+from gateway.load_options import read_options
 from gateway.router import QUEUE, Need, choose
-from tests.perf.routing_sim import MODELS, Fleet, Future, Request, Worker, mean_service_s, pooled_belady, trace
+from tests.perf.routing_sim import (
+    MODELS,
+    Fleet,
+    Future,
+    Request,
+    Worker,
+    mean_service_s,
+    pooled_belady,
+    trace,
+    with_contexts,
+)
 
 GIB = 1024**3
 PROMPT_TOKENS = 100
@@ -63,7 +79,7 @@ class Belady:
         sim.victim_key = lambda model, copy: -self.future.next_use(model, sim.now)
 
     def route(self, req: Request) -> None:
-        holders = [w for w in self.gpus if w.holds(req.model)]
+        holders = [w for w in self.gpus if w.holds(req.model, req.ctx)]
         if holders:
             self.sim.submit(req, min(holders, key=Worker.outstanding).name)
         else:
@@ -90,9 +106,12 @@ class Ours:
     decision), InFlight driven as proxy.py drives it, and admission's per-model FIFO where only the
     head re-plans: on arrival behind it, when a slot of its model frees, and on every new snapshot."""
 
-    def __init__(self, probe_s: float, bandwidth: float) -> None:
-        self.probe_s, self.bandwidth = probe_s, bandwidth
+    def __init__(self, probe_s: float, bandwidth: float, options: bool = True) -> None:
+        self.probe_s, self.bandwidth, self.options = probe_s, bandwidth, options
         self.name = f"ours (probe {probe_s:g} s)" if probe_s else "ours (exact state)"
+        if not options:
+            self.name = f"ours, options-blind (probe {probe_s:g} s)"
+        self.needs: dict[int | None, Need] = {}  # num_ctx -> the Need a request with it is planned with
 
     def attach(self, sim: Fleet, requests: list[Request]) -> None:
         self.sim, self.remaining = sim, len(requests)
@@ -115,7 +134,7 @@ class Ours:
         draining copies resident (Ollama lists a runner from the moment it starts loading)."""
         for w in self.sim.workers.values():
             if w.tier == "gpu":
-                resident = tuple(ResidentModel(m, int(c.size * GIB), int(c.size * GIB), None, None, {"name": m})
+                resident = tuple(ResidentModel(m, int(c.size * GIB), int(c.size * GIB), None, c.ctx, {"name": m})
                                  for m, c in w.copies.items())
             else:
                 resident = tuple(ResidentModel(e.name, e.size, 0, None, None, {"name": e.name}) for e in self.disk)
@@ -129,16 +148,25 @@ class Ours:
         if self.remaining:
             self.sim.at(self.sim.now + self.probe_s, "tick")
 
-    def plan(self, model: str, queued: int):
+    def need_of(self, req: Request) -> Need:
+        """What handlers/inference.py reads from the request: its token budget and load-time options."""
+        if not self.options:
+            return self.need
+        if req.num_ctx not in self.needs:
+            options = read_options({} if req.num_ctx is None else {"num_ctx": req.num_ctx})
+            self.needs[req.num_ctx] = replace(self.need, options=options)
+        return self.needs[req.num_ctx]
+
+    def plan(self, req: Request, queued: int):
         if not self.probe_s:
             self.probe()
-        return choose(self.snap, self.load, model, None, queued, self.need)
+        return choose(self.snap, self.load, req.model, None, queued, self.need_of(req))
 
     def route(self, req: Request) -> None:
         self.load.requested(req.model, self.sim.now)
         queue = self.queues[req.model]
         if not queue:
-            plan = self.plan(req.model, 0)
+            plan = self.plan(req, 0)
             if plan.verdict != QUEUE:
                 self.send(req, plan)
                 return
@@ -150,7 +178,7 @@ class Ours:
     def drain(self, model: str) -> None:
         queue = self.queues[model]
         while queue:
-            plan = self.plan(model, len(queue))
+            plan = self.plan(queue[0], len(queue))
             if plan.verdict == QUEUE:
                 return
             self.send(queue.popleft(), plan)
@@ -162,6 +190,7 @@ class Ours:
         stack = ExitStack()
         claim = stack.enter_context(self.load.claim(first.worker, req.model, self.sim.now))
         self.load.evicting(first.worker, first.evicts, self.sim.now)
+        self.load.sent_options(first.worker, req.model, self.need_of(req).options, self.sim.now)
         self.claims[req.rid] = (stack, claim)
         if self.sim.now - req.arrival > self.config.admission.queue_timeout_s:
             self.refused.add(req.rid)
@@ -189,6 +218,19 @@ class Ours:
             self.drain(model)  # admission.release wakes every queue head, this model's first
 
 
+class FixedContext(Ours):
+    """Ours with `[models."X"] request_num_ctx` set for every model: the gateway sends each request
+    with that num_ctx, whatever its client asked."""
+
+    def __init__(self, probe_s: float, bandwidth: float, num_ctx: int) -> None:
+        super().__init__(probe_s, bandwidth)
+        self.num_ctx, self.name = num_ctx, f"ours + request_num_ctx = {num_ctx}"
+
+    def route(self, req: Request) -> None:
+        req.num_ctx = self.num_ctx
+        super().route(req)
+
+
 def config_toml(sim: Fleet, bandwidth: float) -> str:
     text = ""
     for w in sim.workers.values():
@@ -203,9 +245,9 @@ def build_fleet(args) -> Fleet:
     return Fleet(workers, MODELS, load_fixed_s=1.0, load_gib_per_s=args.bandwidth)
 
 
-def run(policy, items: list[tuple[float, str, int]], args) -> dict:
+def run(policy, items: list[tuple], args) -> dict:
     sim = build_fleet(args)
-    requests = [Request(i, t, m, n) for i, (t, m, n) in enumerate(items)]
+    requests = [Request(i, t, m, n, num_ctx=c[0] if c else None) for i, (t, m, n, *c) in enumerate(items)]
     policy.attach(sim, requests)
     for req in requests:
         sim.at(req.arrival, "arrive", req)
@@ -269,6 +311,15 @@ def fleet_arguments(add) -> None:
     add("--burst-every-s", type=float, default=180.0)
 
 
+def num_ctx_mix(text: str) -> dict[int | None, float]:
+    """'none:0.6,8192:0.4' -> {None: 0.6, 8192: 0.4}."""
+    mix: dict[int | None, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        value, _, share = part.partition(":")
+        mix[None if value == "none" else int(value)] = float(share)
+    return mix
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -277,16 +328,25 @@ def main() -> None:
     add("--zipf", default="0.9,1.1,1.3")
     fleet_arguments(add)
     add("--probe-s", type=float, default=2.0, help="probe interval for ours; ours is also run on exact state")
+    add("--num-ctx-mix", default="", help="num_ctx:share,... clients send (none: no num_ctx), e.g. "
+        "none:0.6,8192:0.25,32768:0.15; the first explicit value is the one request_num_ctx fixes")
     add("--json", default="out/routing-bench.json")
     args = parser.parse_args()
     rate = args.utilisation * args.gpus * args.slots / mean_service_s(MODELS)
+    mix = num_ctx_mix(args.num_ctx_mix)
     started, rows = time.perf_counter(), []
     for s in (float(x) for x in args.zipf.split(",")):
-        items = trace(args.requests, s, rate, args.seed, args.shift_s, args.burst_every_s)
+        items: list[tuple] = trace(args.requests, s, rate, args.seed, args.shift_s, args.burst_every_s)
         policies = [RoundRobin(), LeastOutstanding(), Ours(args.probe_s, args.bandwidth),
                     Ours(0.0, args.bandwidth), Belady()]
+        if mix:
+            items = with_contexts(items, mix, args.seed)
+            fixed = next(c for c in mix if c is not None)
+            policies[3:3] = [Ours(args.probe_s, args.bandwidth, options=False),
+                             FixedContext(args.probe_s, args.bandwidth, fixed)]
         block = [run(p, items, args) for p in policies]
-        bound = pooled_belady(items, args.gpus * args.vram_gib)
+        keyed = [(t, f"{m}@{c[0]}" if c else m, n) for t, m, n, *c in items]  # one copy per (model, num_ctx)
+        bound = pooled_belady(keyed, args.gpus * args.vram_gib, {k: MODELS[k.split("@")[0]] for _, k, _ in keyed})
         block.append({"policy": "pooled Belady (info)", "requests": len(items), "loads": bound,
                       "loads_per_1000": round(1000 * bound / len(items), 2)})
         for row in block:

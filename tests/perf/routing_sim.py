@@ -1,6 +1,8 @@
 """A discrete-event model of an Ollama fleet for routing benchmarks, the trace it replays and the
 offline references: GPU workers with a VRAM budget, one load at a time, idle models evicted (least
-recently used unless told otherwise), per-model slots with a FIFO wait; a CPU worker holding every model.
+recently used unless told otherwise), per-model slots with a FIFO wait, one copy of a model per worker
+with one context (a request next in line that asks another num_ctx reloads it once it is idle, as
+Ollama's needsReload); a CPU worker holding every model.
 Simulated time only (a heap of events): no sockets, no asyncio, no sleeping, no gateway imports.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 PREFILL_S = 0.05  # a ~100-token prompt on a GPU; the CPU worker is CPU_SLOWDOWN times slower at both
 CPU_SLOWDOWN = 20.0
 MEAN_TOKENS = 150
+DEFAULT_CTX = 4096  # the context a worker gives a request that sets no num_ctx (Ollama's automatic one)
 # name -> (GiB resident, tokens/s of one stream on a GPU): Q4 sizes, decode roughly memory-bound.
 MODELS: dict[str, tuple[float, float]] = {
     "llama3.2:1b": (1.3, 400.0), "llama3.2:3b": (2.0, 250.0), "mistral:7b": (4.1, 140.0),
@@ -41,10 +44,15 @@ class Request:
     done_at: float | None = None
     waited_for_load: bool = False
     triggered_load: bool = False
+    num_ctx: int | None = None  # as the client sent it; None: the worker's default
 
     @property
     def ttft(self) -> float:
         return self.start + self.prefill_s - self.arrival
+
+    @property
+    def ctx(self) -> int:
+        return self.num_ctx or DEFAULT_CTX
 
 
 @dataclass(eq=False)
@@ -56,6 +64,7 @@ class Copy:
     draining: bool = False  # marked to unload once idle, so a waiting load cannot starve
     owed: int = 0  # requests queued for it before it was marked: Ollama's runner already holds them
     reload: bool = False  # a request came for it after it was marked: it will load again
+    ctx: int = DEFAULT_CTX  # the context it was loaded with
 
 
 @dataclass(eq=False)
@@ -77,10 +86,10 @@ class Worker:
         room = not self.max_loaded or len(self.copies) < self.max_loaded
         return room and self.vram_gib - self.used() >= size
 
-    def holds(self, model: str) -> bool:
-        """Loaded or loading, and still taking requests."""
+    def holds(self, model: str, ctx: int | None = None) -> bool:
+        """Loaded or loading (with context `ctx`, when given), and still taking requests."""
         copy = self.copies.get(model)
-        return copy is not None and not copy.draining
+        return copy is not None and not copy.draining and (ctx is None or copy.ctx == ctx)
 
     def outstanding(self) -> int:
         return sum(c.active for c in self.copies.values()) + sum(len(q) for q in self.waiting.values())
@@ -121,11 +130,13 @@ class Fleet:
         req.worker, req.sent = name, self.now
         key = req.model if w.tier == "gpu" else "*"
         copy = w.copies.get(key)
-        if copy is None or not copy.ready or copy.draining:
+        other_ctx = copy is not None and key != "*" and copy.ctx != req.ctx and not copy.draining
+        if copy is None or not copy.ready or copy.draining or other_ctx:
             req.waited_for_load = True
-        if (copy is None and key not in w.load_queue) or (copy is not None and copy.draining and not copy.reload):
+        if (copy is None and key not in w.load_queue) or (copy is not None and copy.draining and not copy.reload) \
+                or other_ctx:
             req.triggered_load = True
-            self.avoidable_loads += self._loaded_elsewhere_with_a_slot(w, key)
+            self.avoidable_loads += self._loaded_elsewhere_with_a_slot(w, key, req.ctx)
             if copy is not None:
                 copy.reload = True
         w.waiting[key].append(req)
@@ -134,20 +145,32 @@ class Fleet:
         else:
             self._grant(w, key)
 
-    def _loaded_elsewhere_with_a_slot(self, here: Worker, model: str) -> bool:
+    def _loaded_elsewhere_with_a_slot(self, here: Worker, model: str, ctx: int = DEFAULT_CTX) -> bool:
         """S3's 'avoidable load', judged when the request that causes it is sent: another GPU worker
-        has the model ready with a free slot (a reload of a draining copy counts too)."""
+        has the model ready, with the request's context, with a free slot (a reload of a draining
+        copy counts too)."""
         for w in self.workers.values():
             c = w.copies.get(model) if w is not here and w.tier == "gpu" else None
-            if c is not None and c.ready and not c.draining and c.active < w.slots and not w.waiting[model]:
+            if c is not None and c.ready and not c.draining and c.active < w.slots and not w.waiting[model] \
+                    and c.ctx == ctx:
                 return True
         return False
 
     def _grant(self, w: Worker, key: str) -> None:
         copy, queue = w.copies[key], w.waiting[key]
         while queue and copy.ready and (copy.owed or not copy.draining) and copy.active < w.slots:
+            if key != "*" and queue[0].ctx != copy.ctx:
+                self._reload(w, key, copy)
+                return
             copy.owed = max(0, copy.owed - 1)
             self._start(w, copy, queue.popleft())
+
+    def _reload(self, w: Worker, key: str, copy: Copy) -> None:
+        """The next in line asks another context: the copy takes no new requests and, once idle,
+        unloads and loads again for it (Ollama's needsReload)."""
+        copy.draining, copy.owed = True, 0
+        if not copy.active:
+            self._unload(w, key)
 
     def _start(self, w: Worker, copy: Copy, req: Request) -> None:
         copy.active += 1
@@ -166,7 +189,7 @@ class Fleet:
         copy.active -= 1
         copy.last_used = req.done_at = self.now
         self._grant(w, key)  # the worker hands the slot on before the gateway hears of the answer
-        if copy.draining and not copy.active and not copy.owed:
+        if copy.draining and not copy.active and not copy.owed and w.copies.get(key) is copy:
             self._unload(w, key)
         self._try_load(w)
         self.on_done(req)
@@ -200,7 +223,7 @@ class Fleet:
                 return
             w.load_queue.popleft()
             seconds = self.load_fixed_s + self.models[model][0] / self.load_gib_per_s
-            w.copies[model], w.loading = Copy(self.models[model][0]), model
+            w.copies[model], w.loading = Copy(self.models[model][0], ctx=w.waiting[model][0].ctx), model
             self.loads, self.load_seconds = self.loads + 1, self.load_seconds + seconds
             self.at(self.now + seconds, "loaded", (w, model))
 
@@ -287,3 +310,12 @@ def trace(n: int, s: float, rate: float, seed: int, shift_s: float = 600.0, burs
         out.append((t, rng.choices(ranking, cum_weights=weights)[0]))
     out.sort()
     return [(t, m, max(16, int(rng.gauss(MEAN_TOKENS, 50)))) for t, m in out[:n]]
+
+
+def with_contexts(items: list[tuple[float, str, int]], mix: dict[int | None, float], seed: int
+                  ) -> list[tuple[float, str, int, int | None]]:
+    """The trace with each request's num_ctx drawn from `mix` (value -> share; None: the client sends
+    none): clients with different context settings sharing the models, interleaved."""
+    rng = random.Random(seed + 7919)
+    values, weights = list(mix), list(mix.values())
+    return [(t, m, n, rng.choices(values, weights)[0]) for t, m, n in items]

@@ -64,7 +64,7 @@ def test_exact_keys_keys_go_ignores_and_the_clients_own_keys_pass():
 def test_every_endpoint_the_gateway_forwards_has_its_fields():
     assert set(FIELDS) == {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show", "/api/pull",
                            "/api/push", "/api/create", "/api/copy", "/api/delete", "/v1/chat/completions",
-                           "/v1/completions", "/v1/embeddings"}
+                           "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"}
     for path, fields in FIELDS.items():
         routed = {"source", "destination"} if path == "/api/copy" else {"model"}
         assert routed <= set(fields.fields), path

@@ -184,3 +184,95 @@ def test_a_drained_worker_is_never_chosen_not_even_in_panic():
     for i in range(cfg.health.unhealthy_threshold):
         snap = state.with_probe(snap, "gpu1", Probe(ok=False, error="refused"), 2.0 + i)
     assert names(choose(snap, InFlight(), M)) == [("gpu1", "panic")], "panic tries the down worker, not the drained"
+
+
+# -- load-time options: a copy with other options is no loaded copy for the request ----------------
+
+def ctx_probe(disk: dict, resident: dict):
+    """Models on disk (name -> GiB) and resident (name -> (GiB, /api/ps context_length))."""
+    from backends.base import ModelEntry, ResidentModel
+
+    gib = 1024**3
+    return Probe(ok=True, version="0.12.6",
+                 models=tuple(ModelEntry(n, int(s * gib), {"name": n}) for n, s in disk.items()),
+                 resident=tuple(ResidentModel(n, int(s * gib), int(s * gib), None, ctx, {"name": n})
+                                for n, (s, ctx) in resident.items()))
+
+
+def asking(**options) -> Need:
+    from gateway.load_options import read_options
+
+    return Need(100, 100, options=read_options(options))
+
+
+def two_contexts():
+    """gpu0 holds M at 4096, gpu1 at 8192 (from their probes); gpu2 has room and no copy."""
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"), ("gpu2", "gpu"))
+    snap = snapshot(cfg, {"gpu0": ctx_probe({M: 2}, {M: (2, 4096)}), "gpu1": ctx_probe({M: 2}, {M: (2, 8192)}),
+                          "gpu2": ctx_probe({M: 2}, {})})
+    return with_vram(snap, {"gpu0": 24, "gpu1": 24, "gpu2": 24})
+
+
+def test_a_request_goes_to_the_copy_loaded_with_its_num_ctx():
+    snap, load = two_contexts(), InFlight()
+    assert names(choose(snap, load, M, need=asking(num_ctx=8192)))[0] == ("gpu1", "resident")
+    assert names(choose(snap, load, M, need=asking(num_ctx=4096)))[0] == ("gpu0", "resident")
+    assert {choose(snap, load, M, session=f"s{i}", need=asking()).candidates[0].worker for i in range(20)} == \
+           {"gpu0", "gpu1"}, "copies known only from /api/ps are taken to have the worker's default options"
+    assert names(choose(snap, load, M, need=Need(100, 100)))[0][1] == "resident", "options not read: any copy"
+
+
+def test_a_num_ctx_no_copy_has_is_a_load_where_a_cold_one_would_go_and_reloads_a_copy_only_after():
+    snap = two_contexts()
+    plan = choose(snap, InFlight(), M, need=asking(num_ctx=16384))
+    assert names(plan) == [("gpu2", "options"), ("gpu0", "options"), ("gpu1", "options")]
+    assert all(c.loads for c in plan.candidates), "each one loads the model: counted as a load, reason options"
+
+
+def test_a_reload_takes_the_idle_copy_before_the_busy_one():
+    cfg = config(("gpu0", "gpu"), ("gpu1", "gpu"))
+    snap = snapshot(cfg, {"gpu0": ctx_probe({M: 2}, {M: (2, 4096)}), "gpu1": ctx_probe({M: 2}, {M: (2, 4096)})})
+    snap, load = with_vram(snap, {"gpu0": 2, "gpu1": 2}), InFlight()
+    with busy(load, "gpu0", M, 1):
+        assert names(choose(snap, load, M, need=asking(num_ctx=8192))) == [("gpu1", "options"), ("gpu0", "options")]
+
+
+def test_what_the_gateway_sent_a_copy_is_its_options_until_a_later_probe_shows_another_context():
+    from gateway.load_options import read_options
+
+    snap, load = two_contexts(), InFlight()  # probed at t=100
+    load.sent_options("gpu0", M, read_options({"num_ctx": 16384}), 150.0)  # sent after the probe: it reloads
+    assert names(choose(snap, load, M, need=asking(num_ctx=16384)))[0] == ("gpu0", "resident")
+    assert names(choose(snap, load, M, need=asking(num_ctx=4096)))[0][1] == "options", "gpu0 holds 16384 now"
+    load.sent_options("gpu1", M, read_options({"num_ctx": 16384}), 50.0)  # a probe after it says 8192: reloaded since
+    assert names(choose(snap, load, M, need=asking(num_ctx=8192)))[0] == ("gpu1", "resident")
+
+
+def test_no_num_ctx_does_not_match_a_copy_the_gateway_loaded_with_one():
+    from gateway.load_options import read_options
+
+    snap, load = two_contexts(), InFlight()
+    load.sent_options("gpu0", M, read_options({"num_ctx": 4096}), 150.0)
+    load.sent_options("gpu1", M, read_options({"num_ctx": 8192}), 150.0)
+    assert names(choose(snap, load, M, need=asking()))[0] == ("gpu2", "options")
+
+
+def test_num_ctx_past_the_models_training_context_matches_the_clamped_copy():
+    from backends.base import ModelShape
+
+    snap = state.with_shapes(two_contexts(), {M: ModelShape(16, 8, 64, 8192)})
+    assert names(choose(snap, InFlight(), M, need=asking(num_ctx=131072)))[0] == ("gpu1", "resident")
+
+
+def test_a_llamacpp_copy_too_short_for_num_ctx_serves_only_when_nothing_else_can():
+    from gateway.config import parse_config
+
+    text = ('[[workers]]\nname = "ll0"\nurl = "http://ll0:8080"\nkind = "llamacpp"\ntier = "gpu"\n'
+            '[[workers]]\nname = "ol0"\nurl = "http://ol0:11434"\nkind = "ollama"\ntier = "gpu"\n')
+    short = ctx_probe({M: 2}, {M: (2, 4096)})  # llama-server -c 4096
+    snap = snapshot(parse_config(text.encode()), {"ll0": short, "ol0": ctx_probe({M: 2}, {})})
+    assert names(choose(snap, InFlight(), M, need=asking(num_ctx=4096)))[0] == ("ll0", "resident")
+    assert names(choose(snap, InFlight(), M, need=asking(num_ctx=8192))) == [("ol0", "options"),
+                                                                               ("ll0", "short-context")]
+    alone = snapshot(parse_config(text.split("[[workers]]\nname = \"ol0\"")[0].encode()), {"ll0": short})
+    assert names(choose(alone, InFlight(), M, need=asking(num_ctx=8192))) == [("ll0", "short-context")]

@@ -80,3 +80,29 @@ def test_every_policy_serves_every_request_and_ours_makes_no_avoidable_load():
     assert all(r["requests"] == 300 and r["ttft_p50_s"] >= 0.05 for r in rows.values())
     assert rows["ours (exact state)"]["avoidable_loads"] == 0
     assert rows["ours (exact state)"]["loads"] < rows["round robin"]["loads"]
+
+
+def test_a_request_that_asks_another_context_reloads_the_copy_once_its_requests_end():
+    sim = fleet(20.0, slots=2)
+    requests = [Request(0, 0.0, "a", 300), Request(1, 2.5, "a", 10, num_ctx=8192), Request(2, 3.0, "a", 10)]
+    for req in requests:
+        sim.at(req.arrival, "arrive", req)
+    while (event := sim.step()) is not None:
+        if event[0] == "arrive":
+            sim.submit(event[1], "gpu0")
+    first, other, back = requests
+    assert sim.loads == 3, "loaded, reloaded for 8192, reloaded for the default again: Ollama's needsReload"
+    assert other.ready == first.done_at + 2.0 and back.start >= other.done_at + 2.0
+    assert other.triggered_load and other.waited_for_load
+
+
+def test_ours_gives_each_num_ctx_its_own_copy_where_options_blind_routing_reloads():
+    from tests.perf.routing_sim import with_contexts
+
+    args = argparse.Namespace(gpus=2, vram_gib=48.0, slots=4, max_loaded=0, bandwidth=2.0)
+    items = with_contexts([(5.0 * i, "llama3.2:1b", 20) for i in range(200)], {None: 0.5, 8192: 0.5}, seed=1)
+    blind = run(Ours(0.0, 2.0, options=False), items, args)
+    aware = run(Ours(0.0, 2.0), items, args)
+    assert aware["loads"] == 2 and aware["loads_by_reason"] == {"fits": 1, "options": 1}, \
+        "one copy per context, each on its own worker"
+    assert blind["loads"] > 50, "clients that alternate reload the one copy"

@@ -78,6 +78,15 @@ def test_keep_alive_refuses_what_ollama_refuses_with_its_words(value, message):
     assert str(caught.value) == message
 
 
+def test_embedding_models_a_spec_names_embed_as_wide_as_the_real_ones():
+    widths = {m.name: m.embedding_length for m in parse_models(
+        "nomic-embed-text=0.27GiB,all-minilm:33m=0.06GiB,mxbai-embed-large:335m=0.6GiB,my-embed=0.1GiB,mine:1b=1GiB")}
+    assert widths == {"nomic-embed-text:latest": 768, "all-minilm:33m": 384, "mxbai-embed-large:335m": 1024,
+                      "my-embed:latest": 384, "mine:1b": 384}
+    registry = default_registry()
+    assert registry["nomic-embed-text:latest"].embedding_length == widths["nomic-embed-text:latest"]
+
+
 def test_the_pull_registry_has_real_names_and_the_workers_own_models():
     registry = default_registry()
     assert {"llama3.2:1b", "llama3.1:8b", "qwen2.5:0.5b", "mistral:7b", "nomic-embed-text:latest",
