@@ -29,7 +29,7 @@ from gateway.state import Snapshot
 
 log = structlog.get_logger("gateway.request")
 
-REQUEST_ID = "request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 _MIB = 1024 * 1024
 
 
