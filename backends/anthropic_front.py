@@ -33,7 +33,8 @@ def serves_messages(kind: str, version: str | None) -> bool:
     return kind == "llamacpp" or (kind == "ollama" and at_least(version, OLLAMA_MESSAGES_SINCE))
 
 
-def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None = None) -> UpstreamCall:
+def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None = None,
+            native: bool = True) -> UpstreamCall:
     """The client's Messages request for a worker of `kind`: natively, or as a chat completion."""
     if front.endpoint == "count_tokens":
         if kind != "llamacpp":  # the front answers an estimate itself for the other kinds
@@ -42,7 +43,7 @@ def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None =
                             front="anthropic", reply=Passthrough(front.model, generates=False))
     if front.endpoint != "messages":
         raise Unsupported(f"{front.path} is not supported by this worker")
-    if serves_messages(kind, version):
+    if native and serves_messages(kind, version):
         return UpstreamCall("POST", "/v1/messages", _own_model(front, model_id, kind), front="anthropic",
                             reply=Passthrough(front.model))
     body = chat_request(front.data, model_id, kind)

@@ -128,7 +128,8 @@ class Backend(Protocol):
 
     kind: str
 
-    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None,
+                native: bool = True) -> UpstreamCall:
         """The client's request as this kind takes it for the worker's `model_id`; raises
         backends.translate.Unsupported for an endpoint the kind cannot serve. `version` is what the
         worker reported of itself (Probe.version; None when unknown): which fronts it serves natively."""

@@ -17,21 +17,35 @@ from backends.translate import Unsupported
 from backends.usage import Usage
 from backends.worker_said import as_openai_error
 
-Prepare = Callable[[FrontRequest, str, str, str | None], UpstreamCall]
+Prepare = Callable[[FrontRequest, str, str, str | None, bool], UpstreamCall]
 
 PREPARE: dict[str, Prepare] = {
-    "openai": lambda front, model_id, kind, version: openai_front.prepare(front, model_id, kind),
+    "openai": lambda front, model_id, kind, version, native: openai_front.prepare(front, model_id, kind),
     "anthropic": anthropic_front.prepare,
     "responses": responses_front.prepare,
 }
+NATIVE_PATHS = frozenset({"/v1/messages", "/v1/responses"})  # a front's own route on a worker
 
 
-def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None) -> UpstreamCall:
-    """`front` (of any API but Ollama's) for a worker of `kind` that reports `version`."""
+def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None, native: bool = True) -> UpstreamCall:
+    """`front` (of any API but Ollama's) for a worker of `kind` that reports `version`; `native`
+    False: translated even where the kind and version say the worker serves the front's own route
+    (it answered that it has none)."""
     found = PREPARE.get(front.api)
     if found is None:
         raise Unsupported(f"{front.path} is not supported by this worker")
-    return found(front, model_id, kind, version)
+    return found(front, model_id, kind, version, native)
+
+
+def route_missing(call: UpstreamCall, status: int, body: bytes) -> bool:
+    """Whether a worker sent its front's own route answered that it has no such route: the 404 of
+    llama-server's router ("File Not Found", builds before late 2025 lack /v1/messages) or of
+    Ollama's gin ("404 page not found", versions before the route). A model the worker does not
+    know is a 404 too, in the front's JSON shape: that one is the client's answer, not this."""
+    if status != 404 or call.path not in NATIVE_PATHS or call.front not in ("anthropic", "responses"):
+        return False
+    text = body[:512].strip()
+    return text == b"404 page not found" or b'"File Not Found"' in text
 
 
 def reply_of(call: UpstreamCall) -> FrontAnswer | None:

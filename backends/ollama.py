@@ -74,11 +74,12 @@ class OllamaBackend:
             return Probe(ok=False, error=describe_probe(exc), latency_s=time.perf_counter() - started)
         return Probe(ok=True, resident=parse_ps(ps), latency_s=time.perf_counter() - started)
 
-    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None,
+                native: bool = True) -> UpstreamCall:
         """Ollama workers take the client's own bytes on the same path; the other fronts are
         backends.fronts' (which of them this worker serves natively depends on its version)."""
         if front.api != "ollama":
-            return fronts.prepare(front, model_id, self.kind, version)
+            return fronts.prepare(front, model_id, self.kind, version, native)
         return UpstreamCall("POST", front.path, front.body)
 
     async def warm(self, session: aiohttp.ClientSession, url: str, model: str,

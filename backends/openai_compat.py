@@ -73,9 +73,10 @@ class OpenAIBackend:
         resident = tuple(ResidentModel(e.name, 0, 0, None, None, e.raw, e.upstream_id) for e in entries)
         return Probe(ok=True, models=tuple(entries), resident=resident, latency_s=time.perf_counter() - started)
 
-    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None) -> UpstreamCall:
+    def prepare(self, front: FrontRequest, model_id: str, *, version: str | None = None,
+                native: bool = True) -> UpstreamCall:
         if front.api != "ollama":  # the other fronts are backends.fronts' (llama-server's native ones too)
-            return fronts.prepare(front, model_id, self.kind, version)
+            return fronts.prepare(front, model_id, self.kind, version, native)
         data = dict(front.data)
         if front.endpoint == "chat":
             return _post("/v1/chat/completions", chat_body(data, model_id), Translator(front.model, "chat"))

@@ -41,11 +41,12 @@ def serves_responses(kind: str, version: str | None) -> bool:
     return kind == "ollama" and at_least(version, OLLAMA_RESPONSES_SINCE)
 
 
-def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None = None) -> UpstreamCall:
+def prepare(front: FrontRequest, model_id: str, kind: str, version: str | None = None,
+            native: bool = True) -> UpstreamCall:
     """The client's Responses request for a worker of `kind`: natively, or as a chat completion."""
     if front.endpoint != "responses":
         raise Unsupported(f"{front.path} is not supported by this worker")
-    if serves_responses(kind, version):
+    if native and serves_responses(kind, version):
         return UpstreamCall("POST", PATH, front.body, front="responses", reply=Passthrough())
     data = dict(front.data)
     return UpstreamCall("POST", "/v1/chat/completions", orjson.dumps(chat_request(data, model_id)),

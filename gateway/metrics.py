@@ -23,7 +23,7 @@ from gateway.state import Snapshot
 
 QUEUE_RESULTS = ("admitted", "full", "pushed_out", "timeout")  # how a wait in a model's queue ended
 FAILOVER_REASONS = ("connect", "timeout", "status", "busy", "dropped", "malformed", "redirect", "too_large",
-                    "budget_exhausted")
+                    "budget_exhausted", "no_route")  # no_route: asked again on the same worker, translated
 MODEL_LABEL_CAP = 100  # models not in the config that get a label of their own
 MODEL_LABEL_MAX_CHARS = 200  # longer names are `other`: Ollama's own names are shorter
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -165,7 +165,8 @@ class _FleetCollector(Collector):
         snap, counts = self._current(), self._inflight()
         yield from self._workers(snap, counts)
         yield self._queue_depths(snap)
-        yield GaugeMetricFamily("beacon_admission_max_queue", "[admission] max_queue: past it a model's requests get 503",
+        yield GaugeMetricFamily("beacon_admission_max_queue",
+                                "[admission] max_queue: past it a model's requests get 503",
                                 value=float(snap.config.admission.max_queue))
         yield from _gpus(snap)
 

@@ -45,6 +45,7 @@ class Proxy:
         self._cluster = cluster or Cluster.alone()
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
         self._budget = RetryBudget(clock)
+        self._no_route: set[tuple[str, str, str | None]] = set()  # (worker, front API, its version)
 
     async def run(self, request: web.Request, snap: Snapshot, plan: Plan, front: FrontRequest, asked: Asked,
                   trail: Trail) -> Relayed:
@@ -63,7 +64,8 @@ class Proxy:
                 self._metrics.failovers.labels(reason="budget_exhausted").inc()
                 break
             try:
-                call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"))
+                call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"),
+                               self._native(worker, front))
             except Unsupported as exc:
                 refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                 continue
@@ -72,7 +74,8 @@ class Proxy:
                 worker, candidate, loading = await self._single_flight(snap, plan, candidate, worker)
                 if loading is None:
                     try:
-                        call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"))
+                        call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"),
+                                       self._native(worker, front))
                     except Unsupported as exc:
                         refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
                         continue
@@ -82,7 +85,13 @@ class Proxy:
                     self._inflight.evicting(worker.name, candidate.evicts, self._clock())
                     self._inflight.sent_options(worker.name, plan.model, asked.options, self._clock())
                     timeout_s, late = self._deadline(snap, plan, candidate, asked, worker)
-                    relayed = await self._attempt(request, snap, worker, call, asked, claim, timeout_s, late)
+                    try:
+                        relayed = await self._attempt(request, snap, worker, call, asked, claim, timeout_s, late)
+                    except AttemptFailed as exc:
+                        if exc.kind != "no_route":
+                            raise
+                        call = self._without_route(worker, front, asked, request, exc)
+                        relayed = await self._attempt(request, snap, worker, call, asked, claim, timeout_s, late)
                     self._committed(snap, plan, candidate, asked, relayed, claim)
                     return relayed
             except AttemptFailed as exc:
@@ -96,6 +105,24 @@ class Proxy:
         if refusals and not failures:
             raise BadRequest("; ".join(refusals))
         raise _final_error(plan, failures, trail, snap.config.server.retry_after_s)
+
+    def _native(self, worker: WorkerView, front: FrontRequest) -> bool:
+        """Whether a front's own route may be asked of this worker: not once it said it has none
+        (until its reported version changes, or the gateway restarts)."""
+        return (worker.name, front.api, worker.version) not in self._no_route
+
+    def _without_route(self, worker: WorkerView, front: FrontRequest, asked: Asked, request: web.Request,
+                       failed: AttemptFailed) -> UpstreamCall:
+        """The worker has no such route (an older llama-server or Ollama than its kind and version
+        suggested): remember it, and the same request translated for its chat endpoint instead."""
+        self._no_route.add((worker.name, front.api, worker.version))
+        self._metrics.failovers.labels(reason="no_route").inc()
+        log.warning("front.translated", worker=worker.name, api=front.api, path=front.path,
+                    reason="the worker has no such route; its requests are translated from now on")
+        try:
+            return prepare(worker, front, asked.request_id, request.headers.get("Authorization"), native=False)
+        except Unsupported:
+            raise failed from None
 
     async def _single_flight(self, snap: Snapshot, plan: Plan, candidate: Candidate,
                              worker: WorkerView) -> tuple[WorkerView, Candidate, str | None]:
@@ -213,10 +240,12 @@ class Proxy:
             self._holder.update(lambda s: state.with_outcome(s, worker, False, now))
 
 
-def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None) -> UpstreamCall:
+def prepare(worker: WorkerView, front: FrontRequest, request_id: str, client_auth: str | None = None,
+            native: bool = True) -> UpstreamCall:
     """The request as this worker's kind takes it, under the worker's own id for the model. The
     client's own Authorization goes on only to a worker configured to receive it."""
-    call = for_kind(worker.config.kind).prepare(front, worker.upstream_id(front.model), version=worker.version)
+    call = for_kind(worker.config.kind).prepare(front, worker.upstream_id(front.model), version=worker.version,
+                                                native=native)
     call.headers.setdefault("Content-Type", "application/json")
     call.headers["X-Request-ID"] = request_id
     if client_auth and worker.config.forward_client_auth:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from backends.answers import MALFORMED
 from backends.base import FrontAnswer, UpstreamCall
-from backends.fronts import reply_of
+from backends.fronts import reply_of, route_missing
 from backends.upstream import AnswerTooLarge, read_up_to
 from backends.usage import NONE, Usage, ollama_line, ollama_tail
 from backends.worker_said import as_ollama_error, describe
@@ -46,6 +46,8 @@ async def answer(request: web.Request, resp: aiohttp.ClientResponse, call: Upstr
             raise _too_large(max_bytes)
         left = max(0.1, remaining_s - (timer() - started))
         return await _stream_through(request, resp, body, asked, worker, left, max_bytes, idle_s)
+    if route_missing(call, resp.status, body):  # nothing sent yet: the proxy asks it again, translated
+        raise AttemptFailed("no_route", f"has no {call.path} (answered 404): translating for it", 404)
     ttfb_s = timer() - asked.started
     headers = reply_headers(resp, asked.request_id, worker)
     usage, reply = NONE, reply_of(call)

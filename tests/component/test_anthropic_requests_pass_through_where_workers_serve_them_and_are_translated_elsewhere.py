@@ -250,3 +250,35 @@ async def test_a_browser_preflight_may_send_the_anthropic_sdks_headers(start_fle
         assert resp.status == 204
         allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
     assert set(wanted.split(",")) <= allowed
+
+
+CHAT_WHOLE = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi"}}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+NO_ROUTE = {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
+
+
+async def test_a_llama_server_without_the_messages_route_is_translated_for_from_then_on(start_fleet, aiohttp_server):
+    # llama-server builds before late 2025 have no /v1/messages: its router answers 404 "File Not
+    # Found". Nothing has reached the client yet, so the same request goes to its chat endpoint,
+    # and the worker's later requests are translated at once.
+    worker = FakeWorker("llamacpp")
+    worker.routes["/v1/messages"] = lambda request: _json(NO_ROUTE, 404)
+    worker.routes["/v1/chat/completions"] = lambda request: _json(CHAT_WHOLE)
+    fleet = await fleet_of(start_fleet, aiohttp_server, ("old-llama", worker))
+    client = anthropic.AsyncAnthropic(base_url=fleet.url, api_key="unused", max_retries=0)
+    for _ in range(3):
+        message = await client.messages.create(**ASK)
+        assert message.content[0].text == "Hi" and message.stop_reason == "end_turn"
+    assert worker.hits["/v1/messages"] == 1 and worker.hits["/v1/chat/completions"] == 3
+    assert fleet.gateway.metrics.failovers.labels(reason="no_route")._value.get() == 1
+
+
+async def test_a_model_the_native_worker_does_not_know_is_the_clients_404_not_a_missing_route(
+        start_fleet, aiohttp_server):
+    worker = native_ollama("0.14.2")
+    unknown = {"type": "error", "error": {"type": "not_found_error", "message": "model 'x' not found"}}
+    worker.routes["/v1/messages"] = lambda request: _json(unknown, 404)
+    fleet = await fleet_of(start_fleet, aiohttp_server, ("gpu0", worker))
+    async with fleet.post("/v1/messages", ASK) as resp:
+        assert resp.status == 404 and (await resp.json())["error"]["type"] == "not_found_error"
+    assert worker.hits["/v1/chat/completions"] == 0
