@@ -113,7 +113,8 @@ class Translator:
         for call in delta.get("tool_calls") or ():
             self._merge_call(call)
         text = delta.get("content") if "delta" in choice else choice.get("text")
-        return self._piece(text) if text else b""
+        thinking = reasoning_of(delta)
+        return self._piece(text or "", thinking=thinking) if text or thinking else b""
 
     def _native_event(self, event: dict) -> bytes:
         self._timings = event.get("timings") or self._timings
@@ -129,12 +130,16 @@ class Translator:
         slot["function"]["name"] += function.get("name") or ""
         slot["function"]["arguments"] += function.get("arguments") or ""
 
-    def _piece(self, text: str, done: bool = False) -> bytes:
+    def _piece(self, text: str, done: bool = False, thinking: str | None = None) -> bytes:
         item: dict[str, Any] = {"model": self.model, "created_at": now_iso()}
         if self.endpoint == "chat":
             item["message"] = {"role": "assistant", "content": text}
+            if thinking:
+                item["message"]["thinking"] = thinking
         else:
             item["response"] = text
+            if thinking:
+                item["thinking"] = thinking
         item["done"] = done
         return orjson.dumps(item) + b"\n"
 
@@ -154,17 +159,28 @@ class Translator:
         answer = _not_an_error(loads_lenient(body))
         if self.native:
             text, reason = answer.get("content", ""), answer.get("stop_type") or "stop"
-            calls = None
+            calls, thinking = None, None
         else:
             choice = (answer.get("choices") or [{}])[0]
             message = choice.get("message") or {}
             text = message.get("content") if "message" in choice else choice.get("text")
             reason, calls = choice.get("finish_reason"), tool_calls_of(message.get("tool_calls"))
-        item = orjson.loads(self._piece(text or "", done=True))
+            thinking = reasoning_of(message)
+        item = orjson.loads(self._piece(text or "", done=True, thinking=thinking))
         if calls and self.endpoint == "chat":
             item["message"]["tool_calls"] = calls
         item.update(final_fields(answer.get("timings"), answer.get("usage"), reason, self.started))
         return orjson.dumps(item)
+
+
+def reasoning_of(part: Any) -> str | None:
+    """The thinking an OpenAI-style message or delta carries apart from its content: llama-server's
+    `reasoning_content` (its reasoning format separates it), or `reasoning` (vLLM, OpenRouter);
+    Ollama's `thinking` field is where it goes."""
+    if not isinstance(part, dict):
+        return None
+    found = part.get("reasoning_content") or part.get("reasoning")
+    return found if isinstance(found, str) and found else None
 
 
 def _not_an_error(answer: Any) -> Any:

@@ -68,7 +68,20 @@ def chat_body(data: dict, model_id: str) -> dict[str, Any]:
         body["tools"] = data["tools"]
     body.update(options_of(data, native=False))
     body.update(response_format(data.get("format"), native=False))
+    body.update(thinking(data.get("think")))
     return body
+
+
+def thinking(think: Any) -> dict[str, Any]:
+    """Ollama's `think` for an OpenAI-style chat endpoint: a level ("high", "medium", "low", as
+    gpt-oss takes it) is `reasoning_effort`; true or false turn the template's thinking on or off
+    (`chat_template_kwargs.enable_thinking`, which llama-server passes to templates such as
+    Qwen3's). The thinking comes back apart from the content (`reasoning_content`), as `thinking`."""
+    if isinstance(think, str) and think in ("high", "medium", "low"):
+        return {"reasoning_effort": think}
+    if isinstance(think, bool):
+        return {"chat_template_kwargs": {"enable_thinking": think}}
+    return {}
 
 
 def _message(message: Any) -> dict[str, Any]:

@@ -142,3 +142,28 @@ def test_embeddings_answers_keep_input_order():
                          "usage": {"prompt_tokens": 2}})
     assert orjson.loads(embed_answer(body, "m", legacy=False, started=0.0))["embeddings"] == [[0.1], [0.2]]
     assert orjson.loads(embed_answer(body, "m", legacy=True, started=0.0)) == {"embedding": [0.1]}
+
+
+def test_think_reaches_an_openai_style_worker_as_its_template_switch_or_effort():
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    assert chat_body({**ask, "think": True}, "m")["chat_template_kwargs"] == {"enable_thinking": True}
+    assert chat_body({**ask, "think": False}, "m")["chat_template_kwargs"] == {"enable_thinking": False}
+    assert chat_body({**ask, "think": "high"}, "m")["reasoning_effort"] == "high"
+    plain = chat_body(ask, "m")
+    assert "chat_template_kwargs" not in plain and "reasoning_effort" not in plain
+    _, generate = generate_body({"prompt": "hi", "think": True}, "m", native_raw=True)
+    assert generate["chat_template_kwargs"] == {"enable_thinking": True}
+
+
+def test_reasoning_apart_from_the_content_comes_back_as_ollamas_thinking():
+    t = Translator("m", "chat")
+    stream = b"".join(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": d}]}) + b"\n\n" for d in (
+        {"role": "assistant", "reasoning_content": "let me see"}, {"reasoning_content": " more"},
+        {"content": "42"})) + b"data: [DONE]\n\n"
+    lines = [orjson.loads(line) for line in (t.feed(stream) + t.end()).splitlines()]
+    assert "".join(line["message"].get("thinking", "") for line in lines) == "let me see more"
+    assert "".join(line["message"]["content"] for line in lines) == "42" and lines[-1]["done"] is True
+    whole = Translator("m", "generate").whole(orjson.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "42", "reasoning": "vLLM's name for it"}}]}))
+    answer = orjson.loads(whole)
+    assert (answer["response"], answer["thinking"]) == ("42", "vLLM's name for it")
