@@ -13,26 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import BadRequest
+from gateway.handlers import fields
 
 ROLES = ("user", "assistant")
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 
 
 def messages(data: dict[str, Any]) -> str:
-    model = _model(data)
+    model = fields.model(data)
     limit = data.get("max_tokens")
     if limit is None:
         raise BadRequest("max_tokens: field required")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise BadRequest("max_tokens is required and must be positive")
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequest("stream must be true or false")
+    fields.boolean(data, "stream")
     _conversation(data)
-    for key in ("temperature", "top_p"):
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise BadRequest(f"{key} must be a number")
+    fields.numbers(data, "temperature", "top_p")
     top_k, stop = data.get("top_k"), data.get("stop_sequences")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)):
         raise BadRequest("top_k must be an integer")
@@ -42,18 +38,9 @@ def messages(data: dict[str, Any]) -> str:
 
 
 def count_tokens(data: dict[str, Any]) -> str:
-    model = _model(data)
+    model = fields.model(data)
     _conversation(data)
     return model
-
-
-def _model(data: dict[str, Any]) -> str:
-    value = data.get("model")
-    if value is None or value == "":
-        raise BadRequest("model is required")
-    if not isinstance(value, str):
-        raise BadRequest(f"model must be a string, got {type(value).__name__}")
-    return value
 
 
 def _conversation(data: dict[str, Any]) -> None:
@@ -131,11 +118,7 @@ def _image(where: str, source: Any) -> None:
 
 
 def _tools(tools: Any) -> None:
-    if tools is None:
-        return
-    if not isinstance(tools, list):
-        raise BadRequest("tools must be a list")
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(fields.listed({"tools": tools}, "tools")):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise BadRequest(f"tools.{i}: must be an object with a name")
         schema = tool.get("input_schema")

@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import BadRequest
+from gateway.handlers import fields
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 
 
 def chat(data: dict[str, Any]) -> str:
-    model = _model(data)
+    model = fields.model(data)
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list of message objects")
@@ -29,7 +30,7 @@ def chat(data: dict[str, Any]) -> str:
 
 
 def completion(data: dict[str, Any]) -> str:
-    model = _model(data)
+    model = fields.model(data)
     prompt = data.get("prompt")
     if not (isinstance(prompt, str) or _strings_or_tokens(prompt)):
         raise BadRequest("prompt must be a string, a list of strings or a list of token ids")
@@ -38,28 +39,19 @@ def completion(data: dict[str, Any]) -> str:
 
 
 def embedding(data: dict[str, Any]) -> str:
-    model = _model(data)
+    model = fields.model(data)
     given = data.get("input")
     if not ((isinstance(given, str) and given) or _strings_or_tokens(given)):
         raise BadRequest("input must be a non-empty string, a list of strings or a list of token ids")
     if data.get("encoding_format") not in (None, "float", "base64"):
         raise BadRequest('encoding_format must be "float" or "base64"')
-    _positive_int(data, "dimensions")
+    fields.positive_int(data, "dimensions")
     return model
 
 
 def max_tokens(data: dict[str, Any]) -> int | None:
     limit = data.get("max_completion_tokens")
     return limit if limit is not None else data.get("max_tokens")
-
-
-def _model(data: dict[str, Any]) -> str:
-    value = data.get("model")
-    if value is None or value == "":
-        raise BadRequest("model is required")
-    if not isinstance(value, str):
-        raise BadRequest(f"model must be a string, got {type(value).__name__}")
-    return value
 
 
 def _message(i: int, message: Any) -> None:
@@ -76,11 +68,7 @@ def _message(i: int, message: Any) -> None:
 
 
 def _tools(tools: Any) -> None:
-    if tools is None:
-        return
-    if not isinstance(tools, list):
-        raise BadRequest("tools must be a list")
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(fields.listed({"tools": tools}, "tools")):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
             raise BadRequest(f"tools[{i}] must be an object with function.name")
@@ -88,9 +76,8 @@ def _tools(tools: Any) -> None:
 
 def _generation(data: dict[str, Any]) -> None:
     """Fields chat and completions share."""
+    fields.boolean(data, "stream")
     stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequest("stream must be true or false")
     options = data.get("stream_options")
     if options is not None:
         if not isinstance(options, dict):
@@ -98,15 +85,12 @@ def _generation(data: dict[str, Any]) -> None:
         if stream is not True:
             raise BadRequest("stream_options is only allowed when stream is true")
     for key in ("n", "max_tokens", "max_completion_tokens"):
-        _positive_int(data, key)
+        fields.positive_int(data, key)
     stop = data.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise BadRequest("stop must be a string or a list of strings")
-    for key in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise BadRequest(f"{key} must be a number")
+    fields.numbers(data, "temperature", "top_p", "presence_penalty", "frequency_penalty")
     _response_format(data.get("response_format"))
 
 
@@ -119,12 +103,6 @@ def _response_format(fmt: Any) -> None:
         schema = fmt.get("json_schema")
         if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
             raise BadRequest("response_format.json_schema must be an object with a schema object")
-
-
-def _positive_int(data: dict[str, Any], key: str) -> None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise BadRequest(f"{key} must be a positive integer")
 
 
 def _strings_or_tokens(value: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import BadRequest
+from gateway.handlers import fields
 from gateway.handlers.inference import Read, serve
 from gateway.handlers.openai_input import FORMATS
 from gateway.state import Snapshot
@@ -93,11 +94,7 @@ def _message(i: int, item: dict[str, Any]) -> None:
 
 
 def _tools(tools: Any) -> None:
-    if tools is None:
-        return
-    if not isinstance(tools, list):
-        raise BadRequest("tools must be a list")
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(fields.listed({"tools": tools}, "tools")):
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
             raise BadRequest(f"tools[{i}] must be an object with a type")
         if tool["type"] == "function" and not (isinstance(tool.get("name"), str) and tool["name"]):
@@ -107,15 +104,9 @@ def _tools(tools: Any) -> None:
 
 
 def _settings(data: dict[str, Any]) -> None:
-    if data.get("stream") is not None and not isinstance(data["stream"], bool):
-        raise BadRequest("stream must be true or false")
-    limit = data.get("max_output_tokens")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise BadRequest("max_output_tokens must be a positive integer")
-    for key in ("temperature", "top_p"):
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise BadRequest(f"{key} must be a number")
+    fields.boolean(data, "stream")
+    fields.positive_int(data, "max_output_tokens")
+    fields.numbers(data, "temperature", "top_p")
     choice = data.get("tool_choice")
     if choice is not None and choice not in ("auto", "none", "required") and not isinstance(choice, dict):
         raise BadRequest('tool_choice must be "auto", "none", "required" or an object')
