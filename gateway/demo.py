@@ -147,6 +147,9 @@ Try:
   curl {url}/api/chat -d '{{"model": "llama3.2:1b", "messages": [{{"role": "user", "content": "hi"}}]}}'
   curl {url}/api/generate -d '{{"model": "default", "prompt": "why is the sky blue?", "stream": false}}'
   curl {url}/api/ps
+  curl {url}/v1/messages -d '{{"model": "llama3.2:1b", "max_tokens": 64, "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl {url}/v1/responses -d '{{"model": "llama3.2:1b", "input": "hi"}}'
+  ANTHROPIC_BASE_URL={url} claude      (Claude Code, if installed; see the README for its model settings)
   curl {url}/health           (open {url}/status in a browser)
   OLLAMA_HOST={host} ollama run llama3.2:1b        (the ollama CLI, if installed)
   OLLAMA_HOST={host} python -c "import ollama; print(ollama.chat('llama3.2:1b', [{{'role': 'user', 'content': 'hi'}}]))"
