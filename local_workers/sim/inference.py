@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiohttp import web
 
-from local_workers.sim.capabilities import refusal, tool_call
+from local_workers.sim.capabilities import capabilities, refusal, tool_call, wants_thinking
 from local_workers.sim.content import Tokens, answer_length, count_tokens, paced
 from local_workers.sim.engine import Busy, ModelGone, Resident, Runner, SimWorker
 from local_workers.sim.models import SimModel, parse_keep_alive
@@ -178,6 +178,9 @@ def prompt_tokens(count: int, num_ctx: int, shift: bool) -> int:
     return num_ctx - max((num_ctx - 4) // 2, 1)
 
 
+THOUGHT = "The user wants a short answer; I will give one."  # what a thinking model thinks, every time
+
+
 class Answer:
     """One generation: its tokens, the NDJSON line template, and the final fields."""
 
@@ -190,6 +193,10 @@ class Answer:
         num_ctx, shift = context_of(worker, res.model, options), data.get("shift") is not False
         self.prompt_count = prompt_tokens(count_tokens(text), num_ctx, shift)
         count, self.reason = answer_length(integer_option(options, "num_predict"), num_ctx, self.prompt_count, shift)
+        # A thinking model asked to think reasons first, in Ollama's separate `thinking` field.
+        thinks = wants_thinking(data.get("think")) and "thinking" in capabilities(res.model)
+        self.thinking = THOUGHT if thinks else ""
+        self._thought_due = bool(self.thinking)  # streamed once, on its own line before the first token
         self.tokens: Tokens | list[str]
         if self.tool_calls:
             self.tokens, self.reason = [""], "stop"
@@ -203,23 +210,30 @@ class Answer:
         return paced(request, self.worker, self.res, self.tokens)
 
     def render(self, batch: list[str]) -> bytes:
-        """NDJSON lines for tokens that fall due together (they share a timestamp)."""
+        """NDJSON lines for tokens that fall due together (they share a timestamp); the thought
+        first, on a line of its own, before the first of them."""
+        thought = b""
+        if self._thought_due:
+            self._thought_due = False
+            thought = orjson.dumps(self._piece("", thinking=self.thinking) | {"done": False}) + b"\n"
         if self.tool_calls:
-            return orjson.dumps(self._piece("", self.tool_calls) | {"done": False}) + b"\n"
+            return thought + orjson.dumps(self._piece("", self.tool_calls) | {"done": False}) + b"\n"
         stamp = self._head + now_iso().encode() + self._mid
-        return b"".join(stamp + orjson.dumps(token) + self._tail for token in batch)
+        return thought + b"".join(stamp + orjson.dumps(token) + self._tail for token in batch)
 
-    def _piece(self, text: str, tool_calls: list | None = None) -> dict:
+    def _piece(self, text: str, tool_calls: list | None = None, thinking: str = "") -> dict:
         out: dict = {"model": self.name, "created_at": now_iso()}
         if not self.chat:
-            return out | {"response": text}
-        message = {"role": "assistant", "content": text}
+            return out | {"response": text} | ({"thinking": thinking} if thinking else {})
+        message: dict = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
         return out | {"message": message | {"tool_calls": tool_calls} if tool_calls else message}
 
-    def final(self, text: str, tool_calls: list | None = None) -> dict:
+    def final(self, text: str, tool_calls: list | None = None, thinking: str = "") -> dict:
         rate = self.worker.rate(self.res)
         prompt_s, eval_s = self.prompt_count / (rate * 10), len(self.tokens) / rate
-        out = self._piece(text, tool_calls) | {"done": True, "done_reason": self.reason}
+        out = self._piece(text, tool_calls, thinking) | {"done": True, "done_reason": self.reason}
         if not self.chat:
             out["context"] = list(range(1, self.prompt_count + len(self.tokens) + 1))
         total_s = max(time.monotonic() - self.started, self.load_s + prompt_s + eval_s)
@@ -237,7 +251,7 @@ class Answer:
             raise SimError(500, "simulated failure")
         odd = misbehaviour(request, self.worker)
         self.worker.stats.completed += odd is None
-        return odd or json_response(self.final("".join(parts), self.tool_calls))
+        return odd or json_response(self.final("".join(parts), self.tool_calls, self.thinking))
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": NDJSON})

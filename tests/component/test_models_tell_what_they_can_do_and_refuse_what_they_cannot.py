@@ -77,7 +77,18 @@ async def test_think_on_a_model_that_cannot_think_is_refused_with_ollamas_status
     assert (info.value.status_code, info.value.error) == (400, '"Llama3.2:1b" does not support thinking')
     assert fleet.workers["gpu0"].stats.loads == [], "a refused request loads nothing"
     assert (await client.chat(model="gemma2:2b", messages=ASK, think=False, options={"num_predict": 2})).done
-    assert (await client.chat(model="qwen3:0.6b", messages=ASK, think=True, options={"num_predict": 2})).done
+
+
+async def test_a_thinking_model_asked_to_think_answers_its_thought_apart_from_its_content(fleet):
+    client = ollama.AsyncClient(host=fleet.url)
+    whole = await client.chat(model="qwen3:0.6b", messages=ASK, think=True, options={"num_predict": 2})
+    assert whole.done and whole.message.thinking and whole.message.content
+    parts = [p async for p in await client.chat(model="qwen3:0.6b", messages=ASK, think=True, stream=True,
+                                                  options={"num_predict": 2})]
+    assert parts[0].message.thinking == whole.message.thinking and not parts[0].message.content
+    assert "".join(p.message.content for p in parts) and not any(p.message.thinking for p in parts[1:])
+    plain = await client.chat(model="qwen3:0.6b", messages=ASK, options={"num_predict": 2})
+    assert not plain.message.thinking  # not asked to think
 
 
 async def test_tools_suffix_and_chat_the_model_lacks_are_refused_as_ollama_refuses_them(fleet):
