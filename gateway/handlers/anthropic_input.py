@@ -46,10 +46,7 @@ def count_tokens(data: dict[str, Any]) -> str:
 def _conversation(data: dict[str, Any]) -> None:
     """What both endpoints read: system, messages, tools, tool_choice."""
     _system(data.get("system"))
-    given = data.get("messages")
-    if not isinstance(given, list) or not given:
-        raise BadRequest("messages must be a non-empty list of message objects")
-    for i, message in enumerate(given):
+    for i, message in enumerate(fields.messages(data)):
         _message(i, message)
     _tools(data.get("tools"))
     _tool_choice(data.get("tool_choice"))

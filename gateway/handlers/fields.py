@@ -45,3 +45,11 @@ def model(data: dict[str, Any]) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"model must be a string, got {type(value).__name__}")
     return value
+
+
+def messages(data: dict[str, Any]) -> list[Any]:
+    """A chat body's messages: a list of at least one (each front checks the messages' own shape)."""
+    given = data.get("messages")
+    if not isinstance(given, list) or not given:
+        raise BadRequest("messages must be a non-empty list of message objects")
+    return given

@@ -19,10 +19,7 @@ FORMATS = frozenset({"text", "json_object", "json_schema"})
 
 def chat(data: dict[str, Any]) -> str:
     model = fields.model(data)
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list of message objects")
-    for i, message in enumerate(messages):
+    for i, message in enumerate(fields.messages(data)):
         _message(i, message)
     _tools(data.get("tools"))
     _generation(data)

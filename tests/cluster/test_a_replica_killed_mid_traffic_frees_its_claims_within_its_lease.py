@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 
 import aiohttp
 
+from tests.component.served_processes import free_port
 from tests.conftest import WorkerSpec
 
 SLOW = (WorkerSpec("gpu0", models="small:1b=1GiB", tokens_per_s=5, load_s_per_gib=0.01),)
 LEASE_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_killed_replica_s_claims_are_gone_within_its_lease(redis_server, start_replicas, tmp_path):

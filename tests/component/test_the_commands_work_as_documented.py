@@ -4,23 +4,12 @@ SIGHUP, sim-worker, demo."""
 import asyncio
 import os
 import signal
-import socket
-import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from local_workers import llamaserver
-
-ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "gateway"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.component.served_processes import CLI, ROOT, free_port
 
 
 async def run(*args: str) -> tuple[int, str, str]:
