@@ -45,7 +45,9 @@ class Proxy:
         self._cluster = cluster or Cluster.alone()
         self._metrics, self._clock, self._on_release = metrics, clock, on_release
         self._budget = RetryBudget(clock)
-        self._no_route: set[tuple[str, str, str | None]] = set()  # (worker, front API, its version)
+        # (worker, front API) -> the version it reported when it said it has no such route: one entry a
+        # worker and API at most, whatever versions a worker claims
+        self._no_route: dict[tuple[str, str], str | None] = {}
 
     async def run(self, request: web.Request, snap: Snapshot, plan: Plan, front: FrontRequest, asked: Asked,
                   trail: Trail) -> Relayed:
@@ -63,22 +65,14 @@ class Proxy:
                 trail.attempts.append("retry budget exhausted: not retrying while the fleet is failing")
                 self._metrics.failovers.labels(reason="budget_exhausted").inc()
                 break
-            try:
-                call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"),
-                               self._native(worker, front))
-            except Unsupported as exc:
-                refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
+            if (call := self._prepared(worker, front, asked, request, refusals)) is None:
                 continue
             loading = None
             if candidate.loads and self._cluster.shared:
+                chosen = worker
                 worker, candidate, loading = await self._single_flight(snap, plan, candidate, worker)
-                if loading is None:
-                    try:
-                        call = prepare(worker, front, asked.request_id, request.headers.get("Authorization"),
-                                       self._native(worker, front))
-                    except Unsupported as exc:
-                        refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
-                        continue
+                if worker is not chosen and (call := self._prepared(worker, front, asked, request, refusals)) is None:
+                    continue  # sent to the copy another replica is loading: prepared for that worker's kind
             trail.worker, trail.reason = worker.name, candidate.reason
             try:
                 with self._inflight.claim(worker.name, plan.model, self._clock()) as claim:
@@ -106,16 +100,27 @@ class Proxy:
             raise BadRequest("; ".join(refusals))
         raise _final_error(plan, failures, trail, snap.config.server.retry_after_s)
 
+    def _prepared(self, worker: WorkerView, front: FrontRequest, asked: Asked, request: web.Request,
+                  refusals: list[str]) -> UpstreamCall | None:
+        """The request as `worker` takes it, or None (and why, in `refusals`) when its kind cannot."""
+        try:
+            return prepare(worker, front, asked.request_id, request.headers.get("Authorization"),
+                           self._native(worker, front))
+        except Unsupported as exc:
+            refusals.append(f"{worker.name} ({worker.config.kind}): {exc}")
+            return None
+
     def _native(self, worker: WorkerView, front: FrontRequest) -> bool:
         """Whether a front's own route may be asked of this worker: not once it said it has none
         (until its reported version changes, or the gateway restarts)."""
-        return (worker.name, front.api, worker.version) not in self._no_route
+        key = (worker.name, front.api)
+        return key not in self._no_route or self._no_route[key] != worker.version
 
     def _without_route(self, worker: WorkerView, front: FrontRequest, asked: Asked, request: web.Request,
                        failed: AttemptFailed) -> UpstreamCall:
         """The worker has no such route (an older llama-server or Ollama than its kind and version
         suggested): remember it, and the same request translated for its chat endpoint instead."""
-        self._no_route.add((worker.name, front.api, worker.version))
+        self._no_route[(worker.name, front.api)] = worker.version
         self._metrics.failovers.labels(reason="no_route").inc()
         log.warning("front.translated", worker=worker.name, api=front.api, path=front.path,
                     reason="the worker has no such route; its requests are translated from now on")
