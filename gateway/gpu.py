@@ -106,13 +106,6 @@ def _pynvml():
     return pynvml
 
 
-class NoGpus:
-    """A reader for hosts where no worker has a gpu_index: never touches NVML."""
-
-    def read(self, indices: Sequence[int]) -> GpuStatus:
-        return GpuStatus(False, "no worker has a gpu_index on this host")
-
-
 class GpuWatch:
     """Reads NVML for the GPUs named by workers' gpu_index, off the event loop."""
 

@@ -251,10 +251,6 @@ def with_gpu(snap: Snapshot, status: GpuStatus) -> Snapshot:
     return _carry_listing(snap, new)
 
 
-def with_shape(snap: Snapshot, model: str, shape: ModelShape) -> Snapshot:
-    return with_shapes(snap, {model: shape})
-
-
 def with_shapes(snap: Snapshot, shapes: Mapping[str, ModelShape]) -> Snapshot:
     """KV-cache shapes learned from /api/show, in one swap."""
     if not shapes:
